@@ -1,0 +1,193 @@
+"""LoRA for ``nn.Linear``, written out in full so the method can be read in one place.
+
+LoRA (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models", arXiv:2106.09685) freezes a
+pretrained weight W0 (out x in) and learns a low-rank update beside it:
+
+    h = W0 x + (alpha / r) B A x        A: r x in,  B: out x r,  r << min(in, out)
+
+A starts Kaiming-uniform and B at zero, so an adapted model starts out computing exactly what the base model
+does. Dropout, when enabled, acts on the input of the LoRA path only. After training, (alpha / r) B A can be
+added into W0 ("merging"), and the layer costs no more than the original one.
+
+``LoraLinear`` follows PEFT's contract for custom LoRA layers (PEFT's ``docs/source/developer_guides/
+custom_models.md``), so PEFT still does the model surgery, freezing, saving and loading. Its state-dict keys
+(``...query.lora_A.default.weight``) are those of PEFT's own ``lora.Linear``: adapters saved with either
+implementation load with the other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import warnings
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, PeftModel
+from peft.tuners.lora.layer import LoraLayer
+from peft.tuners.tuners_utils import check_adapters_to_merge
+from torch import nn
+
+# LoraConfig options that change what a LoRA linear layer computes; LoraLinear implements none of them.
+# LoRA variants (DoRA, aLoRA, ...) are found through PEFT's own `is_lora_variant` field metadata.
+_UNSUPPORTED_OPTIONS = ("use_rslora", "lora_bias", "fan_in_fan_out", "use_qalora", "ensure_weight_tying")
+
+
+def validate_lora_settings(r, alpha, dropout) -> None:
+    """Return if r is a positive integer, alpha a positive number and dropout in [0, 1).
+
+    Otherwise raise one ValueError that names every bad value and how to fix it.
+    """
+    problems = []
+    if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r <= 0:
+        problems.append(
+            f"lora_r should be a positive integer but the value passed is {r!r}; set --lora_r to 1 or more"
+        )
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha < math.inf:
+        problems.append(
+            f"lora_alpha should be a positive number but the value passed is {alpha!r}; "
+            "set --lora_alpha above 0 (commonly 2 * lora_r)"
+        )
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
+        problems.append(
+            f"lora_dropout should be in [0, 1) but the value passed is {dropout!r}; "
+            "set --lora_dropout to 0 (off) or a small probability such as 0.1"
+        )
+    if problems:
+        raise ValueError(". ".join(problems))
+
+
+def check_supported(config: LoraConfig) -> None:
+    """Return if LoraLinear implements everything `config` asks of a linear layer, else raise ValueError."""
+    requested = [
+        field.name
+        for field in dataclasses.fields(config)
+        if (field.name in _UNSUPPORTED_OPTIONS or field.metadata.get("is_lora_variant")) and getattr(config, field.name)
+    ]
+    if config.init_lora_weights not in (True, False):
+        requested.append("init_lora_weights")
+    if requested:
+        settings = ", ".join(f"{name}={getattr(config, name)!r}" for name in requested)
+        raise ValueError(
+            f"the scratch LoRA layer implements plain LoRA only, but the config sets {settings}; "
+            "remove these options or use PEFT's implementation (impl='peft')"
+        )
+
+
+class LoraLinear(nn.Module, LoraLayer):
+    """An ``nn.Linear`` with LoRA adapters: h = W0 x + sum over active adapters of (alpha / r) B A x.
+
+    W0 and the bias stay in the frozen ``base_layer``. Each adapter name keys ``lora_A[name].weight`` (A, r x in),
+    ``lora_B[name].weight`` (B, out x r), ``lora_dropout[name]``, ``r``, ``lora_alpha`` and ``scaling``
+    (alpha / r), as in PEFT's ``lora.Linear``. PEFT builds it once `register` has mapped ``nn.Linear`` to it.
+    """
+
+    def __init__(
+        self, base_layer: nn.Linear, adapter_name: str, config: LoraConfig, r: int, lora_alpha: float, **kwargs
+    ) -> None:
+        # kwargs are PEFT's bookkeeping for its own layers (target_name, device_map, loaded_in_8bit, ...).
+        super().__init__()
+        LoraLayer.__init__(self, base_layer)
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, r, lora_alpha=lora_alpha, config=config)
+
+    def update_layer(self, adapter_name: str, r: int, lora_alpha: float, config: LoraConfig, **kwargs) -> None:
+        """Add adapter `adapter_name`: A Kaiming-uniform (a=sqrt(5)), B zero, scaling alpha / r.
+
+        With ``config.init_lora_weights=False`` both keep nn.Linear's default random init, as in PEFT. PEFT calls
+        this directly, with ``target_name`` in kwargs, to add a second adapter to a layer.
+        """
+        validate_lora_settings(r, lora_alpha, config.lora_dropout)
+        check_supported(config)
+        self.r[adapter_name] = r
+        self.lora_alpha[adapter_name] = lora_alpha
+        self.scaling[adapter_name] = lora_alpha / r
+        # Identity when off: the LoRA path then reads x itself, no copy.
+        self.lora_dropout[adapter_name] = nn.Dropout(config.lora_dropout) if config.lora_dropout > 0 else nn.Identity()
+        # nn.Linear serves only to hold the weight under PEFT's key (lora_A.<name>.weight). Its constructor draws
+        # a default init for A, then for B, and A is drawn again below: the random numbers PEFT consumes, in
+        # PEFT's order, so the same seed gives both implementations the same weights.
+        self.lora_A[adapter_name] = nn.Linear(self.in_features, r, bias=False)
+        self.lora_B[adapter_name] = nn.Linear(r, self.out_features, bias=False)
+        if config.init_lora_weights:
+            nn.init.kaiming_uniform_(self.lora_A[adapter_name].weight, a=math.sqrt(5))
+            nn.init.zeros_(self.lora_B[adapter_name].weight)
+        self._move_adapter_to_device_of_base_layer(adapter_name)
+        # Marks the active adapters trainable, unless the config is for inference.
+        self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
+
+    def get_delta_weight(self, adapter: str) -> torch.Tensor:
+        """Return (alpha / r) B A for `adapter`: the change LoRA makes to W0, shaped like W0 (out x in)."""
+        return (self.lora_B[adapter].weight @ self.lora_A[adapter].weight) * self.scaling[adapter]
+
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        """Add (alpha / r) B A of `adapter_names` (default: the active adapters) into W0.
+
+        Adapters already merged are skipped with PEFT's warning, so merging twice changes nothing. With
+        `safe_merge`, W0 is left untouched and ValueError raised if the merged weight would not be finite.
+        """
+        weight = self.get_base_layer().weight
+        for name in check_adapters_to_merge(self, adapter_names):
+            if name not in self.lora_A:
+                continue
+            delta = self.get_delta_weight(name).to(weight.dtype)
+            if safe_merge and not torch.isfinite(weight.data + delta).all():
+                raise ValueError(f"NaNs detected in the merged weights. The adapter {name} seems to be broken")
+            weight.data += delta
+            self.merged_adapters.append(name)
+
+    def unmerge(self) -> None:
+        """Subtract every merged adapter's (alpha / r) B A from W0, restoring W0 up to rounding."""
+        if not self.merged:
+            warnings.warn("Already unmerged. Nothing to do.")
+            return
+        weight = self.get_base_layer().weight
+        while self.merged_adapters:
+            weight.data -= self.get_delta_weight(self.merged_adapters.pop()).to(weight.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return W0 x + b plus (alpha / r) B A dropout(x) for each active, unmerged adapter of this layer."""
+        if self.disable_adapters:
+            if self.merged:
+                self.unmerge()
+            return self.base_layer(x)
+        result = self.base_layer(x)
+        if self.merged:
+            return result
+        result_dtype = result.dtype
+        for name in self.active_adapters:
+            # An adapter may skip this layer (e.g. layers_to_transform).
+            if name not in self.lora_A:
+                continue
+            A = self.lora_A[name].weight
+            B = self.lora_B[name].weight
+            # PEFT may keep the adapter in fp32 under a bf16/fp16 base model; compute it in its own dtype.
+            h = self.lora_dropout[name](x.to(A.dtype))
+            result = result + F.linear(F.linear(h, A), B) * self.scaling[name]
+        return result.to(result_dtype)
+
+
+def register(config: LoraConfig) -> LoraConfig:
+    """Make PEFT build LoraLinear for every ``nn.Linear`` that `config` targets, and return `config`.
+
+    PEFT does not save this choice in adapter_config.json: call it again on the loaded config wherever an adapter
+    is loaded with this implementation, or use `load_adapter`. Raises ValueError for options LoraLinear lacks.
+    """
+    check_supported(config)
+    config._register_custom_module({nn.Linear: LoraLinear})
+    return config
+
+
+def load_adapter(base_model: nn.Module, path_or_repo: str, impl: str = "peft", **kwargs) -> PeftModel:
+    """Return `base_model` with the adapter saved at `path_or_repo`, run by PEFT's layer or by LoraLinear.
+
+    `impl` is "peft" or "scratch"; both read the same files. kwargs go to ``PeftModel.from_pretrained``
+    (is_trainable, adapter_name, subfolder, revision, ...).
+    """
+    if impl == "peft":
+        return PeftModel.from_pretrained(base_model, path_or_repo, **kwargs)
+    if impl == "scratch":
+        config = register(LoraConfig.from_pretrained(path_or_repo, **kwargs))
+        return PeftModel.from_pretrained(base_model, path_or_repo, config=config, **kwargs)
+    raise ValueError(f"impl should be 'peft' or 'scratch' but the value passed is {impl!r}")

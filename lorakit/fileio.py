@@ -1,0 +1,66 @@
+"""Safe writes: results are written aside, then renamed into place, so a crash never leaves half a file."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import UsageError
+
+# Files whose presence means a folder holds a run (ours, or an adapter someone saved).
+RUN_MARKERS = ("adapter_config.json", "metrics.json", "recipe.yaml", "config.json")
+
+
+def holds_run(folder: Path) -> bool:
+    return folder.is_dir() and (any((folder / m).exists() for m in RUN_MARKERS)
+                                or any(folder.glob("checkpoint-*")))
+
+
+def check_output_dir(folder: Path, *, overwrite: bool, resuming: bool) -> None:
+    """Refuse to write into a folder that holds another run unless the user asked for it."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"output_dir {str(folder)!r} is a file; pass a folder path with --output_dir")
+    if holds_run(folder) and not (overwrite or resuming):
+        raise UsageError(f"output_dir {str(folder)!r} already holds a run; pass another --output_dir, "
+                         "--resume_from_checkpoint latest to continue it, or --overwrite_output_dir")
+
+
+@contextlib.contextmanager
+def staged_folder(dest: Path, last: str | None = None):
+    """Yield a temporary folder beside `dest`; on success move its files into `dest` (`last` moved last,
+    so its presence marks a complete set). On an exception nothing in `dest` changes."""
+    dest.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=dest))
+    try:
+        yield staging
+        names = sorted(p.name for p in staging.iterdir())
+        if last in names:
+            names.remove(last)
+            names.append(last)
+        for name in names:
+            target = dest / name
+            if target.is_dir() and not (staging / name).is_dir():
+                shutil.rmtree(target)
+            if (staging / name).is_dir() and target.exists():
+                shutil.rmtree(target)
+            os.replace(staging / name, target)  # atomic on one filesystem
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """Write JSON to a temporary file beside `path`, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,198 @@
+"""Model: a sequence classifier with LoRA (PEFT's layer or ours) or fully trainable, and its parameter report."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig
+
+from .errors import UsageError
+from .recipe import Recipe
+
+# Attention projections the LoRA paper adapts (query and value), by the names each architecture uses.
+DEFAULT_TARGETS = {
+    "roberta": ["query", "value"],
+    "xlm-roberta": ["query", "value"],
+    "bert": ["query", "value"],
+    "deberta-v2": ["query_proj", "value_proj"],
+    "deberta": ["in_proj"],
+    "distilbert": ["q_lin", "v_lin"],
+}
+# Modules beside the classifier that are freshly initialised for classification and must train with it.
+# DeBERTa's ContextPooler is not in the pretrained checkpoint (PEFT's troubleshooting guide calls this out).
+EXTRA_TRAINABLE = {"deberta-v2": ["pooler"], "deberta": ["pooler"]}
+
+
+def load_config(recipe: Recipe, label_names: list[str]) -> PretrainedConfig:
+    """The backbone's config with the task's labels, from a Hub id or a local folder."""
+    path = recipe.model_name_or_path
+    if path.startswith((".", "/", "~")) and not Path(path).expanduser().is_dir():
+        raise UsageError(f"model folder {path!r} not found; pass an existing folder or a Hub model id "
+                         "with --model_name_or_path")
+    try:
+        return AutoConfig.from_pretrained(
+            path, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+            label2id={n: i for i, n in enumerate(label_names)}, trust_remote_code=recipe.trust_remote_code)
+    except OSError as err:
+        raise UsageError(f"model {path!r} could not be loaded ({str(err).splitlines()[0]}); pass a local "
+                         "folder or a Hub id you can reach with --model_name_or_path") from None
+
+
+def load_tokenizer(recipe: Recipe):
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(recipe.model_name_or_path,
+                                                  trust_remote_code=recipe.trust_remote_code)
+    except OSError as err:
+        raise UsageError(f"tokenizer of {recipe.model_name_or_path!r} could not be loaded "
+                         f"({str(err).splitlines()[0]}); the model folder needs its tokenizer files") from None
+    if tokenizer.pad_token is None:  # decoder-only backbones have none; padding is masked anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def check_seq_length(recipe: Recipe, config: PretrainedConfig) -> None:
+    limit = getattr(config, "max_position_embeddings", None)
+    # RoBERTa reserves two positions for the padding offset.
+    usable = limit - 2 if limit and config.model_type in ("roberta", "xlm-roberta") else limit
+    if usable and recipe.max_seq_length > usable:
+        raise UsageError(f"max_seq_length {recipe.max_seq_length} exceeds the model's limit of {usable} tokens; "
+                         f"set --max_seq_length {usable} or less")
+
+
+def target_modules(recipe: Recipe, config: PretrainedConfig) -> list[str]:
+    if recipe.lora_target_modules:
+        return list(recipe.lora_target_modules)
+    if config.model_type not in DEFAULT_TARGETS:
+        raise UsageError(f"no default LoRA target modules for model type {config.model_type!r}; "
+                         "set --lora_target_modules, e.g. q_proj,v_proj")
+    return DEFAULT_TARGETS[config.model_type]
+
+
+def lora_config(recipe: Recipe, config: PretrainedConfig) -> LoraConfig:
+    """PEFT's LoraConfig for the recipe; task SEQ_CLS keeps the classification head trainable and saved."""
+    cfg = LoraConfig(
+        task_type="SEQ_CLS", r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
+        target_modules=target_modules(recipe, config), layers_to_transform=recipe.lora_layers,
+        modules_to_save=EXTRA_TRAINABLE.get(config.model_type))
+    if recipe.lora_impl == "scratch":
+        import adapters
+
+        adapters.register(cfg)
+    return cfg
+
+
+def _num_layers(config: PretrainedConfig) -> int | None:
+    return getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers", None)
+
+
+def check_lora_targets(recipe: Recipe, model: torch.nn.Module, config: PretrainedConfig) -> None:
+    """A target that matches no Linear, or a layer index out of range, is an error before any training."""
+    targets = target_modules(recipe, config)
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    for target in targets:
+        if not any(n == target or n.endswith("." + target) for n in names):
+            leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
+            raise UsageError(f"LoRA target module {target!r} matches nothing in {config.model_type}; "
+                             f"choose from {', '.join(leaves)}")
+    layers = _num_layers(config)
+    if recipe.lora_layers and layers is not None:
+        bad = [i for i in recipe.lora_layers if not 0 <= i < layers]
+        if bad:
+            raise UsageError(f"lora_layers {bad} out of range: the model has layers 0-{layers - 1}; "
+                             f"pass e.g. --lora_layers 0-{layers - 1}")
+
+
+def apply_method(recipe: Recipe, model: torch.nn.Module, config: PretrainedConfig) -> torch.nn.Module:
+    """Wrap the backbone with LoRA (or leave it fully trainable for method=full)."""
+    if recipe.method == "full":
+        return model
+    check_lora_targets(recipe, model, config)
+    return get_peft_model(model, lora_config(recipe, config))
+
+
+def build_model(recipe: Recipe, config: PretrainedConfig, *, random_weights: bool = False) -> torch.nn.Module:
+    """The classifier ready to train. `random_weights` builds from the config alone on the meta device
+    (no download, no memory), which is all a parameter count needs."""
+    if random_weights:
+        with torch.device("meta"):
+            model = AutoModelForSequenceClassification.from_config(config)
+    else:
+        kwargs = {}
+        if recipe.attn_implementation:
+            kwargs["attn_implementation"] = recipe.attn_implementation
+        if recipe.load_in_4bit or recipe.load_in_8bit:
+            from .quantization import quantization_kwargs
+
+            kwargs.update(quantization_kwargs(recipe, config))
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                recipe.model_name_or_path, config=config, dtype=torch.float32,
+                trust_remote_code=recipe.trust_remote_code, use_safetensors=True, **kwargs)
+        except OSError as err:
+            raise UsageError(f"weights of {recipe.model_name_or_path!r} could not be loaded "
+                             f"({str(err).splitlines()[0]}); the folder needs model.safetensors") from None
+        if recipe.load_in_4bit or recipe.load_in_8bit:
+            from .quantization import prepare_quantized
+
+            model = prepare_quantized(model)
+    return apply_method(recipe, model, config)
+
+
+@dataclass
+class ParamReport:
+    total: int
+    trainable: int
+    lora: int
+    head: int
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.trainable / self.total
+
+    def lines(self) -> list[str]:
+        return [f"parameters: {self.total:,} total, {self.trainable:,} trainable ({self.percent:.3f}%)",
+                f"trainable split: {self.lora:,} in LoRA matrices, {self.head:,} in the head and other "
+                "trainable modules"]
+
+    def as_dict(self) -> dict:
+        return {"total_params": self.total, "trainable_params": self.trainable,
+                "trainable_percent": round(self.percent, 4), "lora_params": self.lora, "head_params": self.head}
+
+
+_LORA_PARAM = re.compile(r"\blora_[AB]\b|\.lora_")
+
+
+def _numel(p: torch.nn.Parameter) -> int:
+    # bitsandbytes packs two 4-bit values in one byte; count the logical weights, not the storage.
+    return p.quant_state.shape.numel() if hasattr(p, "quant_state") and p.quant_state is not None else p.numel()
+
+
+def param_report(model: torch.nn.Module) -> ParamReport:
+    """Total and trainable parameters, and how the trainable ones split between LoRA and the head.
+    Frozen copies PEFT keeps of modules_to_save (original_module) are not counted twice."""
+    total = trainable = lora = 0
+    for name, p in model.named_parameters():
+        if ".original_module." in name:
+            continue
+        n = _numel(p)
+        total += n
+        if p.requires_grad:
+            trainable += n
+            if _LORA_PARAM.search(name):
+                lora += n
+    return ParamReport(total=total, trainable=trainable, lora=lora, head=trainable - lora)
+
+
+def check_budget(recipe: Recipe, report: ParamReport) -> None:
+    if recipe.max_trainable_params is not None and report.trainable > recipe.max_trainable_params:
+        raise UsageError(f"the run would train {report.trainable:,} parameters, over max_trainable_params "
+                         f"{recipe.max_trainable_params:,}; lower lora_r, target fewer modules or layers, "
+                         "or raise the budget")
+
+
+def is_peft(model) -> bool:
+    return isinstance(model, PeftModel)

@@ -1,0 +1,347 @@
+"""Recipes: one flat YAML file per task, overridable key by key from the command line.
+
+A recipe holds two kinds of keys: the kit's own (`Recipe` below: data, model, LoRA) and every field of
+`transformers.TrainingArguments`, passed through unchanged. `--task NAME` picks `configs/NAME.yaml`,
+`--config PATH` takes a user's file, and `--key value` overrides any key. Values from the YAML file and
+from the command line go through the same type conversion, so both fail the same way on a bad value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import UsageError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _key(default=None, help: str = "", default_factory=None):
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Recipe:
+    """The kit's own recipe keys; names follow run_glue (data) and PEFT (LoRA)."""
+
+    task_name: str | None = _key(help="Name of the task, used in logs, the model card and the default output folder.")
+    # Model
+    model_name_or_path: str = _key("FacebookAI/roberta-base", help="Hub id or local folder of the backbone.")
+    trust_remote_code: bool = _key(False, help="Allow code from the model repo to run (off unless you set it).")
+    attn_implementation: str | None = _key(help="eager, sdpa, ...; default: the library's choice for the model.")
+    # Data
+    dataset_name: str | None = _key(help="Hub dataset id or a local folder laid out like one.")
+    dataset_config_name: str | None = _key(help="Dataset configuration, e.g. sst2 for nyu-mll/glue.")
+    train_file: str | None = _key(help="Your own training data: .csv, .json/.jsonl or .parquet.")
+    validation_file: str | None = _key(help="Your own evaluation data, same format as train_file.")
+    train_split: str = _key("train", help="Split to train on.")
+    eval_split: str = _key("validation", help="Split to evaluate on (AG News has none: its recipe says test).")
+    text_column_names: list[str] = _key(help="One text column, or two for sentence pairs (comma-separated).",
+                                        default_factory=lambda: ["sentence"])
+    label_column_name: str = _key("label", help="Column holding the label (class index or label name).")
+    label_names: list[str] | None = _key(help="Class names in id order; default: from the dataset.")
+    metrics: list[str] = _key(help="Metrics to report; the first is the headline (accuracy, f1, f1_macro, "
+                                   "matthews_correlation).", default_factory=lambda: ["accuracy"])
+    max_seq_length: int = _key(512, help="Longer inputs are truncated to this many tokens.")
+    max_train_samples: int | None = _key(help="Train on the first N rows only.")
+    max_eval_samples: int | None = _key(help="Evaluate on the first N rows only.")
+    # Method
+    method: str = _key("lora", help="lora, or full for the full fine-tuning baseline with the same recipe.")
+    lora_impl: str = _key("peft", help="peft (PEFT's layer) or scratch (adapters/, same file format).")
+    lora_r: int = _key(8, help="LoRA rank.")
+    lora_alpha: float = _key(16, help="LoRA scaling numerator: the update is scaled by lora_alpha / lora_r.")
+    lora_dropout: float = _key(0.1, help="Dropout on the LoRA path only.")
+    lora_target_modules: list[str] | None = _key(help="Linear layers to adapt; default per architecture.")
+    lora_layers: list[int] | None = _key(help="Indices of the layers to adapt, e.g. 0-5 or 0,2,4; default all.")
+    max_trainable_params: int | None = _key(help="Stop before training if the run would train more than this.")
+    load_in_4bit: bool = _key(False, help="Quantise the backbone to NF4 with bitsandbytes (QLoRA).")
+    load_in_8bit: bool = _key(False, help="Quantise the backbone to int8 with bitsandbytes.")
+    # Run
+    dry_run: bool = _key(False, help="Resolve everything, build the model, print the report, write nothing.")
+    overwrite_output_dir: bool = _key(False, help="Allow writing into an output folder that holds another run.")
+    hub_private: bool = _key(False, help="Create the Hub repo as private when pushing.")
+
+    @property
+    def text_columns(self) -> tuple[str, ...]:
+        return tuple(self.text_column_names)
+
+    @property
+    def headline_metric(self) -> str:
+        return self.metrics[0]
+
+
+RECIPE_KEYS = {f.name for f in dataclasses.fields(Recipe)}
+# TrainingArguments fields the kit owns or sets itself; the rest pass through unchanged.
+_NOT_PASSED_THROUGH = {"debug", "local_rank", "hub_token", "do_train", "do_eval", "do_predict"}
+
+
+def training_argument_fields() -> dict[str, dataclasses.Field]:
+    from transformers import TrainingArguments
+
+    return {f.name: f for f in dataclasses.fields(TrainingArguments)
+            if f.init and f.name not in _NOT_PASSED_THROUGH and f.name not in RECIPE_KEYS}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Type conversion shared by YAML values and command-line strings.
+
+def _parse_layers(text: str) -> list[int]:
+    """'0-5' -> [0..5]; '0,2,4' -> [0, 2, 4]; '6-11+0' also works (sweeps join list items with +)."""
+    out: list[int] = []
+    for part in re.split(r"[,+]", text):
+        part = part.strip()
+        if re.fullmatch(r"\d+-\d+", part):
+            lo, hi = map(int, part.split("-"))
+            out.extend(range(lo, hi + 1))
+        elif re.fullmatch(r"\d+", part):
+            out.append(int(part))
+        else:
+            raise ValueError(part)
+    return out
+
+
+def _parse_bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"true", "1", "yes", "on"}:
+        return True
+    if text in {"false", "0", "no", "off"}:
+        return False
+    raise ValueError(value)
+
+
+def _is_list(tp) -> bool:
+    return typing.get_origin(tp) is list
+
+
+def _scalar_types(tp) -> list:
+    """The non-None members of a (possibly Optional/Union) annotation."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return [t for t in typing.get_args(tp) if t is not type(None)]
+    return [tp]
+
+
+def _allows_none(tp) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
+
+
+def coerce(key: str, value, tp):
+    """Convert a YAML value or a command-line string to the key's declared type, or raise UsageError."""
+    if value is None or (isinstance(value, str) and value.lower() in {"none", "null"} and _allows_none(tp)):
+        if _allows_none(tp) or tp is type(None):
+            return None
+    members = _scalar_types(tp)
+    try:
+        for member in members:
+            if _is_list(member):
+                item_type = typing.get_args(member)[0] if typing.get_args(member) else str
+                if item_type is int:
+                    return _parse_layers(value) if isinstance(value, str) else [int(v) for v in value]
+                if isinstance(value, str):
+                    return [v.strip() for v in re.split(r"[,+]", value) if v.strip()]
+                if isinstance(value, (list, tuple)):
+                    return [str(v) for v in value]
+        kinds = [m for m in members if m in (bool, int, float)]
+        if kinds:
+            kind = kinds[0]
+            if kind is bool:
+                return _parse_bool(value)
+            if kind is int:
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise ValueError(value)
+                return int(float(value)) if isinstance(value, str) and re.fullmatch(r"[\d.e+]+", value) else int(value)
+            return float(value)
+        if any(m is dict or typing.get_origin(m) is dict for m in members) and isinstance(value, str) \
+                and value.strip().startswith("{"):
+            return json.loads(value)
+        if isinstance(value, (dict, list)) and not any(m is str for m in members):
+            return value
+        return value if isinstance(value, (dict, list)) else str(value)
+    except (ValueError, TypeError, json.JSONDecodeError):
+        expected = " or ".join(getattr(m, "__name__", str(m)) for m in members)
+        raise UsageError(f"{key} should be {expected} but the value passed is {value!r}; "
+                         f"fix it in the recipe or pass --{key} with a valid value") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command line and YAML
+
+def _split_cli(argv: list[str]) -> dict[str, str | bool]:
+    """`--key value`, `--key=value` and bare `--flag` (true) into a dict; anything else is an error."""
+    out: dict[str, str | bool] = {}
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if not token.startswith("--") or token == "--":
+            raise UsageError(f"unexpected argument {token!r}; recipe keys are given as --key value")
+        key, eq, value = token[2:].partition("=")
+        key = key.replace("-", "_")
+        if eq:
+            out[key] = value
+            i += 1
+        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            out[key] = argv[i + 1]
+            i += 2
+        else:
+            out[key] = True
+            i += 1
+    return out
+
+
+def _closest(key: str, known: set[str]) -> str:
+    import difflib
+
+    match = difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
+def load_yaml(path: Path) -> dict:
+    """Read a recipe file into a dict; a missing file or malformed YAML is a UsageError."""
+    if not path.is_file():
+        raise UsageError(f"recipe file {str(path)!r} not found; pass --task with one of "
+                         f"{', '.join(shipped_tasks())} or --config with an existing YAML file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UsageError(f"recipe file {str(path)!r} is not valid YAML{where}; fix the file") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"recipe file {str(path)!r} should hold key: value pairs, not {type(data).__name__}")
+    return data
+
+
+def shipped_tasks() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+@dataclass
+class Resolved:
+    """A recipe resolved from file and command line: the kit's keys, TrainingArguments keys, provenance."""
+
+    recipe: Recipe
+    training: dict  # TrainingArguments kwargs as given (hardware defaults are applied later)
+    source: str  # the recipe file used
+    overrides: dict  # keys set on the command line (after conversion)
+    sweeps: list[str] = field(default_factory=list)  # raw --sweep KEY=V1,V2 strings
+
+    def as_dict(self) -> dict:
+        """Everything that defines the run, as plain YAML-able values (saved beside the adapter)."""
+        data = dataclasses.asdict(self.recipe)
+        data.update(self.training)
+        return {k: v for k, v in data.items() if k not in SECRET_KEYS}
+
+
+SECRET_KEYS = {"hub_token"}
+
+
+def parse_recipe(argv: list[str]) -> Resolved:
+    """Resolve `--task/--config` plus `--key value` overrides into a typed recipe, or raise UsageError."""
+    cli = _split_cli(argv)
+    task, config = cli.pop("task", None), cli.pop("config", None)
+    sweeps_raw = []
+    # --sweep may repeat; _split_cli keeps only the last, so collect them from argv directly.
+    for i, token in enumerate(argv):
+        if token == "--sweep" and i + 1 < len(argv):
+            sweeps_raw.append(argv[i + 1])
+        elif token.startswith("--sweep="):
+            sweeps_raw.append(token.split("=", 1)[1])
+    cli.pop("sweep", None)
+    if task is not None and config is not None:
+        raise UsageError("pass either --task or --config, not both")
+    if task is None and config is None:
+        raise UsageError(f"no recipe given; pass --task with one of {', '.join(shipped_tasks())} "
+                         "or --config PATH to your own YAML recipe")
+    if task is not None:
+        if task is True or not (CONFIG_DIR / f"{task}.yaml").is_file():
+            raise UsageError(f"unknown task {task!r}; choose one of {', '.join(shipped_tasks())} "
+                             "or pass --config PATH to your own recipe")
+        path = CONFIG_DIR / f"{task}.yaml"
+    else:
+        path = Path(str(config))
+    data = load_yaml(path)
+
+    recipe_types = typing.get_type_hints(Recipe)
+    ta_fields = training_argument_fields()
+    known = RECIPE_KEYS | set(ta_fields)
+    for origin, values in (("recipe " + str(path), data), ("command line", cli)):
+        unknown = [k for k in values if k not in known]
+        if unknown:
+            key = unknown[0]
+            flag = f"--{key}" if origin == "command line" else key
+            raise UsageError(f"unknown key {flag!r} in the {origin}{_closest(key, known)}; "
+                             "see README.md for the recipe keys")
+
+    def convert(values: dict) -> dict:
+        out = {}
+        for key, value in values.items():
+            tp = recipe_types[key] if key in RECIPE_KEYS else _training_type(ta_fields[key])
+            out[key] = coerce(key, value, tp)
+        return out
+
+    merged = convert(data)
+    overrides = convert(cli)
+    merged.update(overrides)
+    kit = {k: v for k, v in merged.items() if k in RECIPE_KEYS}
+    training = {k: v for k, v in merged.items() if k not in RECIPE_KEYS}
+    if "task_name" not in kit and task is not None:
+        kit["task_name"] = task
+    recipe = Recipe(**kit)
+    validate(recipe)
+    return Resolved(recipe=recipe, training=training, source=str(path), overrides=overrides, sweeps=sweeps_raw)
+
+
+def _training_type(f: dataclasses.Field):
+    tp = f.type
+    if isinstance(tp, str):
+        from transformers import TrainingArguments
+
+        tp = typing.get_type_hints(TrainingArguments)[f.name]
+    return tp
+
+
+KNOWN_METRICS = ("accuracy", "f1", "f1_macro", "matthews_correlation")
+
+
+def validate(recipe: Recipe) -> None:
+    """Check the kit's keys before anything expensive; every problem found is named in one error."""
+    problems = []
+    if recipe.method not in ("lora", "full"):
+        problems.append(f"method should be lora or full but the value passed is {recipe.method!r}")
+    if recipe.lora_impl not in ("peft", "scratch"):
+        problems.append(f"lora_impl should be peft or scratch but the value passed is {recipe.lora_impl!r}")
+    if not 1 <= len(recipe.text_column_names) <= 2:
+        problems.append(f"text_column_names should name 1 or 2 columns but names {recipe.text_column_names}")
+    unknown = [m for m in recipe.metrics if m not in KNOWN_METRICS]
+    if unknown or not recipe.metrics:
+        problems.append(f"metrics should be drawn from {', '.join(KNOWN_METRICS)} but the value passed is "
+                        f"{recipe.metrics}")
+    if recipe.max_seq_length <= 0:
+        problems.append(f"max_seq_length should be a positive integer but the value passed is {recipe.max_seq_length}")
+    for key in ("max_train_samples", "max_eval_samples", "max_trainable_params"):
+        value = getattr(recipe, key)
+        if value is not None and value <= 0:
+            problems.append(f"{key} should be a positive integer but the value passed is {value}")
+    if recipe.load_in_4bit and recipe.load_in_8bit:
+        problems.append("load_in_4bit and load_in_8bit are exclusive; pick one")
+    if recipe.train_file is None and recipe.dataset_name is None:
+        problems.append("no data: set dataset_name (Hub id or local folder) or train_file")
+    if recipe.method == "lora":
+        try:
+            from adapters import validate_lora_settings
+
+            validate_lora_settings(recipe.lora_r, recipe.lora_alpha, recipe.lora_dropout)
+        except ValueError as err:
+            problems.append(str(err))
+    if problems:
+        raise UsageError("; ".join(problems))

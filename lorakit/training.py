@@ -1,0 +1,170 @@
+"""One training run: resolve, check, load, train with transformers.Trainer, save a self-contained adapter."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import yaml
+
+from . import data as data_lib
+from . import hardware, modeling, report
+from .errors import UsageError
+from .fileio import check_output_dir, staged_folder, write_json_atomic
+from .recipe import Resolved
+
+log = logging.getLogger("lorakit")
+
+# Kit defaults under the recipe: TrainingArguments values that suit every task unless a recipe says otherwise.
+TRAINING_DEFAULTS = {
+    "optim": "adamw_torch_fused",
+    "train_sampling_strategy": "group_by_length",
+    "report_to": "none",
+    "eval_strategy": "epoch",
+    "save_strategy": "epoch",
+    "logging_strategy": "steps",
+    "logging_steps": 10,
+    "save_total_limit": 2,
+    "dataloader_num_workers": 0,
+}
+LABELS_FILE = "labels.json"
+RECIPE_FILE = "recipe.yaml"
+METRICS_FILE = "metrics.json"
+LOG_FILE = "log_history.json"
+CURVE_FILE = "learning_curve.png"
+
+
+def setup_logging(is_main: bool) -> None:
+    logging.basicConfig(format="[lorakit] %(message)s", level=logging.INFO if is_main else logging.WARNING,
+                        force=True)
+
+
+def training_arguments(resolved: Resolved) -> tuple[dict, list[str]]:
+    """TrainingArguments kwargs: kit defaults < recipe < command line, then the hardware decisions."""
+    recipe = resolved.recipe
+    kwargs = {**TRAINING_DEFAULTS, **resolved.training}
+    kwargs.setdefault("output_dir", str(Path("outputs") / (recipe.task_name or "run")))
+    kwargs.setdefault("metric_for_best_model", recipe.headline_metric)
+    # The datasets hold only model inputs, labels and the `length` column the length-grouped sampler reads.
+    kwargs["remove_unused_columns"] = False
+    kwargs["label_names"] = ["labels"]
+    # The kit pushes the small adapter itself (with a model card); Trainer would push whole checkpoints.
+    kwargs["push_to_hub"] = False
+    kwargs["resume_from_checkpoint"] = None
+    return hardware.resolve_precision(kwargs)
+
+
+def _resume_path(resolved: Resolved, output_dir: Path) -> str | None:
+    value = resolved.training.get("resume_from_checkpoint")
+    if not value:
+        return None
+    if value == "latest":
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+        if last is None:
+            raise UsageError(f"--resume_from_checkpoint latest found no checkpoint-* in {str(output_dir)!r}; "
+                             "pass the interrupted run's own --output_dir, or drop the flag to start afresh")
+        return last
+    if not Path(value).is_dir():
+        raise UsageError(f"checkpoint {value!r} not found; pass a checkpoint-N folder or 'latest'")
+    return value
+
+
+def prepare(resolved: Resolved, *, random_weights: bool = False):
+    """Everything up to a ready model: data checked and loaded, config, model, parameter report.
+
+    Returns (task_data, config, model, report). Raises UsageError on anything the user can fix.
+    """
+    recipe = resolved.recipe
+    task_data = data_lib.load_task_data(recipe)
+    config = modeling.load_config(recipe, task_data.label_names)
+    modeling.check_seq_length(recipe, config)
+    model = modeling.build_model(recipe, config, random_weights=random_weights)
+    params = modeling.param_report(model)
+    return task_data, config, model, params
+
+
+def run(resolved: Resolved) -> dict | None:
+    """Train one recipe and save the adapter folder; returns its metrics (None for a dry run)."""
+    from transformers import Trainer, TrainingArguments, set_seed
+
+    recipe = resolved.recipe
+    kwargs, notes = training_arguments(resolved)
+    output_dir = Path(kwargs["output_dir"])
+    resume = _resume_path(resolved, output_dir)
+    if not recipe.dry_run:
+        check_output_dir(output_dir, overwrite=recipe.overwrite_output_dir, resuming=resume is not None)
+    try:
+        args = TrainingArguments(**kwargs)
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"invalid training arguments: {err}") from None
+    setup_logging(args.process_index == 0)
+    set_seed(args.seed)
+
+    with args.main_process_first(desc="loading data"):
+        task_data, config, model, params = prepare(resolved, random_weights=recipe.dry_run)
+    modeling.check_budget(recipe, params)
+    log.info("recipe: %s%s", resolved.source,
+             f" with overrides {', '.join(f'{k}={v}' for k, v in resolved.overrides.items())}"
+             if resolved.overrides else "")
+    log.info("model: %s (%s), method %s%s", recipe.model_name_or_path, config.model_type, recipe.method,
+             f", LoRA r={recipe.lora_r} alpha={recipe.lora_alpha} on {modeling.target_modules(recipe, config)}"
+             f" ({recipe.lora_impl})" if recipe.method == "lora" else "")
+    log.info("data: %d train, %d eval rows, labels %s", len(task_data.train), len(task_data.eval),
+             task_data.label_names)
+    log.info("device: %s x %d process(es); precision: %s; batch %d per device, %d effective",
+             hardware.device_name(), args.world_size, hardware.precision_label(kwargs),
+             args.per_device_train_batch_size,
+             args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps)
+    for line in notes + params.lines():
+        log.info(line)
+    if recipe.dry_run:
+        log.info("dry run: nothing trained or written")
+        return None
+
+    tokenizer = modeling.load_tokenizer(recipe)
+    with args.main_process_first(desc="tokenising"):
+        tokenized = data_lib.tokenize(task_data, tokenizer, recipe)
+    import torch
+
+    collator = data_lib.PaddingCollator(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
+    trainer = Trainer(model=model, args=args, train_dataset=tokenized.train, eval_dataset=tokenized.eval,
+                      processing_class=tokenizer, data_collator=collator,
+                      compute_metrics=_metrics_fn(recipe, task_data))
+    train_output = trainer.train(resume_from_checkpoint=resume)
+    final_eval = trainer.evaluate()
+    metrics = report.summarize(trainer.state.log_history, final_eval, train_output, params.as_dict(),
+                               recipe.headline_metric)
+    if trainer.is_world_process_zero():
+        save_run(trainer, tokenizer, resolved, task_data.label_names, metrics, output_dir)
+        log.info("saved adapter and metrics to %s: eval %s = %.4f", output_dir, recipe.headline_metric,
+                 metrics.get(f"eval_{recipe.headline_metric}", float("nan")))
+    trainer.accelerator.wait_for_everyone()
+    return metrics
+
+
+def _metrics_fn(recipe, task_data):
+    from .metrics import trainer_metrics
+
+    return trainer_metrics(recipe.metrics, len(task_data.label_names))
+
+
+def save_run(trainer, tokenizer, resolved: Resolved, label_names: list[str], metrics: dict,
+             output_dir: Path) -> None:
+    """Write the adapter (head included), tokenizer, labels, recipe, metrics, log and plot, all or nothing."""
+    recipe = resolved.recipe
+    history = trainer.state.log_history
+    with staged_folder(output_dir, last=METRICS_FILE) as stage:
+        trainer.model.save_pretrained(stage)
+        tokenizer.save_pretrained(stage)
+        (stage / LABELS_FILE).write_text(json.dumps({"label_names": label_names,
+                                                     "text_columns": list(recipe.text_columns),
+                                                     "max_seq_length": recipe.max_seq_length}, indent=2))
+        (stage / RECIPE_FILE).write_text(yaml.safe_dump(resolved.as_dict(), sort_keys=False))
+        write_json_atomic(stage / LOG_FILE, history)
+        report.plot_learning_curve(history, recipe.headline_metric, stage / CURVE_FILE,
+                                   title=f"{recipe.task_name or 'run'}: {recipe.method} on "
+                                         f"{Path(recipe.model_name_or_path).name}")
+        write_json_atomic(stage / METRICS_FILE, metrics)
