@@ -1,5 +1,5 @@
 """A from-scratch LoRA layer that plugs into PEFT, interchangeable with PEFT's own (see `adapters.lora`)."""
 
-from .lora import LoraLinear, check_supported, load_adapter, register, validate_lora_settings
+from .lora import LoraLinear, load_adapter, register, validate_lora_settings
 
-__all__ = ["LoraLinear", "check_supported", "load_adapter", "register", "validate_lora_settings"]
+__all__ = ["LoraLinear", "load_adapter", "register", "validate_lora_settings"]

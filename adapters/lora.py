@@ -35,9 +35,9 @@ _UNSUPPORTED_OPTIONS = ("use_rslora", "lora_bias", "fan_in_fan_out", "use_qalora
 
 
 def validate_lora_settings(r, alpha, dropout) -> None:
-    """Return if r is a positive integer, alpha a positive number and dropout in [0, 1).
+    """Return None if r is a positive integer, alpha a positive number and dropout in [0, 1).
 
-    Otherwise raise one ValueError that names every bad value and how to fix it.
+    Otherwise raise one ValueError that names every bad value and how to fix it (as the CLI flag).
     """
     problems = []
     if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r <= 0:
@@ -58,12 +58,13 @@ def validate_lora_settings(r, alpha, dropout) -> None:
         raise ValueError(". ".join(problems))
 
 
-def check_supported(config: LoraConfig) -> None:
-    """Return if LoraLinear implements everything `config` asks of a linear layer, else raise ValueError."""
+def _check_supported(config: LoraConfig) -> None:
+    """Raise ValueError naming every option in `config` that LoraLinear does not implement (DoRA, rsLoRA, ...)."""
     requested = [
         field.name
         for field in dataclasses.fields(config)
-        if (field.name in _UNSUPPORTED_OPTIONS or field.metadata.get("is_lora_variant")) and getattr(config, field.name)
+        if getattr(config, field.name)
+        and (field.name in _UNSUPPORTED_OPTIONS or field.metadata.get("is_lora_variant"))
     ]
     if config.init_lora_weights not in (True, False):
         requested.append("init_lora_weights")
@@ -99,7 +100,7 @@ class LoraLinear(nn.Module, LoraLayer):
         this directly, with ``target_name`` in kwargs, to add a second adapter to a layer.
         """
         validate_lora_settings(r, lora_alpha, config.lora_dropout)
-        check_supported(config)
+        _check_supported(config)
         self.r[adapter_name] = r
         self.lora_alpha[adapter_name] = lora_alpha
         self.scaling[adapter_name] = lora_alpha / r
@@ -114,7 +115,7 @@ class LoraLinear(nn.Module, LoraLayer):
             nn.init.kaiming_uniform_(self.lora_A[adapter_name].weight, a=math.sqrt(5))
             nn.init.zeros_(self.lora_B[adapter_name].weight)
         self._move_adapter_to_device_of_base_layer(adapter_name)
-        # Marks the active adapters trainable, unless the config is for inference.
+        # As in PEFT's layers: only the active adapters train, and none if the config is for inference.
         self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
 
     def get_delta_weight(self, adapter: str) -> torch.Tensor:
@@ -174,7 +175,7 @@ def register(config: LoraConfig) -> LoraConfig:
     PEFT does not save this choice in adapter_config.json: call it again on the loaded config wherever an adapter
     is loaded with this implementation, or use `load_adapter`. Raises ValueError for options LoraLinear lacks.
     """
-    check_supported(config)
+    _check_supported(config)
     config._register_custom_module({nn.Linear: LoraLinear})
     return config
 

@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--lora-dropout", type=float, default=0.1, help="LoRA dropout (default 0.1)")
     parser.add_argument("--tiny", action="store_true", help="use a tiny random BERT instead of MiniLM")
     args = parser.parse_args(argv)
-    transformers.logging.set_verbosity_error()  # the new classifier head's "newly initialized" notice
+    # Keep the output to the results: no weight-loading bar, no notice that the new classifier head is untrained.
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
 
     torch.manual_seed(0)
     base, name = load_backbone(args.tiny)
@@ -79,7 +81,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             adapters.register(config)
         model = get_peft_model(copy.deepcopy(base), config).train()
         steps[impl] = training_step(model, batch)
-    del base
 
     times = {impl: [] for impl in steps}
     for i in range(args.warmup + args.steps):

@@ -32,6 +32,20 @@ class TaskData:
         return {name: i for i, name in enumerate(self.label_names)}
 
 
+def _check_text_file(path: str, split: str, header_lines: int) -> None:
+    """Fail on the first undecodable line, or on a file without data rows, before `datasets` fails less helpfully."""
+    rows = 0
+    with open(path, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            try:
+                rows += bool(line.decode("utf-8").strip())
+            except UnicodeDecodeError as err:
+                raise UsageError(f"{split} file {path!r} is not UTF-8 (byte {line[err.start]:#04x} on line {number}); "
+                                 "re-save it as UTF-8") from None
+    if rows <= header_lines:
+        raise UsageError(f"{split} file {path!r} holds no rows; check the file")
+
+
 def _load_files(recipe: Recipe) -> DatasetDict:
     files = {"train": recipe.train_file}
     if recipe.validation_file:
@@ -45,15 +59,19 @@ def _load_files(recipe: Recipe) -> DatasetDict:
             raise UsageError(f"{split} file {path!r} has an unsupported extension {suffix!r}; "
                              f"use one of {', '.join(_FILE_BUILDERS)}")
         suffixes.add(_FILE_BUILDERS[suffix])
+        if suffix != ".parquet":
+            _check_text_file(path, split, header_lines=1 if suffix == ".csv" else 0)
     if len(suffixes) > 1:
         raise UsageError(f"train_file and validation_file differ in format ({', '.join(sorted(suffixes))}); "
                          "use one format for both")
     try:
         return datasets.load_dataset(suffixes.pop(), data_files=files)
-    except UnicodeDecodeError as err:
-        raise UsageError(f"data file is not UTF-8 ({err.reason} at byte {err.start}); re-save it as UTF-8") from None
-    except (ValueError, datasets.exceptions.DatasetGenerationError) as err:
+    except ValueError as err:
         raise UsageError(f"could not read the data files {list(files.values())}: {err}") from None
+    except datasets.exceptions.DatasetGenerationError as err:
+        cause = err.__cause__ or err.__context__
+        raise UsageError(f"could not read the data files {list(files.values())}: {cause or err}; "
+                         "check that each file is well-formed") from None
 
 
 def _load_named(recipe: Recipe) -> DatasetDict:

@@ -72,17 +72,23 @@ def _resume_path(resolved: Resolved, output_dir: Path) -> str | None:
     return value
 
 
-def prepare(resolved: Resolved, *, random_weights: bool = False):
-    """Everything up to a ready model: data checked and loaded, config, model, parameter report.
+def prepare(resolved: Resolved, *, load_weights: bool = True):
+    """Everything up to a ready model: data checked and loaded, config, parameter report, model.
 
-    Returns (task_data, config, model, report). Raises UsageError on anything the user can fix.
+    The parameter count and the budget are checked on a weightless (meta-device) copy first, so a run over
+    budget or with a bad LoRA target fails before any weights are read. With load_weights=False (a dry run)
+    the meta model is returned. Returns (task_data, config, model, report); raises UsageError.
     """
     recipe = resolved.recipe
     task_data = data_lib.load_task_data(recipe)
     config = modeling.load_config(recipe, task_data.label_names)
     modeling.check_seq_length(recipe, config)
-    model = modeling.build_model(recipe, config, random_weights=random_weights)
+    model = modeling.build_model(recipe, config, random_weights=True)
     params = modeling.param_report(model)
+    modeling.check_budget(recipe, params)
+    if load_weights:
+        model = modeling.build_model(recipe, config)
+        params = modeling.param_report(model)
     return task_data, config, model, params
 
 
@@ -104,8 +110,7 @@ def run(resolved: Resolved) -> dict | None:
     set_seed(args.seed)
 
     with args.main_process_first(desc="loading data"):
-        task_data, config, model, params = prepare(resolved, random_weights=recipe.dry_run)
-    modeling.check_budget(recipe, params)
+        task_data, config, model, params = prepare(resolved, load_weights=not recipe.dry_run)
     log.info("recipe: %s%s", resolved.source,
              f" with overrides {', '.join(f'{k}={v}' for k, v in resolved.overrides.items())}"
              if resolved.overrides else "")

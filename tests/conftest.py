@@ -11,6 +11,11 @@ from pathlib import Path
 
 import pytest
 
+# The whole suite runs offline, in-process too: set before any Hugging Face library reads its constants.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 GLUE = SHARED_DATA / "glue"

@@ -1,0 +1,87 @@
+"""Sweep plots: eval metric against step (one line per swept value), best metric per setting, metric against
+trainable parameters. Each takes plain lists, so a script that merges several sweeps can draw them too."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on training machines
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+@dataclass
+class Curve:
+    """One line: `label` in the legend, drawn in the panel titled `panel` ("" when there is one panel)."""
+
+    label: str
+    points: list[tuple[float, float]]
+    panel: str = ""
+    style: dict = field(default_factory=dict)
+
+
+def plot_curves(curves: list[Curve], metric: str, path: Path, *, title: str = "", legend_title: str = "",
+                xlabel: str = "step") -> None:
+    """Eval `metric` against step, one line per curve, one panel per distinct `panel` (in first-seen order)."""
+    panels = list(dict.fromkeys(c.panel for c in curves)) or [""]
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False, sharey=True)
+    for ax, panel in zip(axes.flat, panels):
+        for curve in (c for c in curves if c.panel == panel):
+            if curve.points:
+                ax.plot(*zip(*curve.points), marker="o", markersize=3, label=curve.label, **curve.style)
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"eval {metric}")
+        ax.grid(alpha=0.3)
+        ax.legend(title=legend_title or None, fontsize=8, title_fontsize=8)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(title or f"eval {metric} against {xlabel}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_best_bars(labels: list[str], values: list[float], notes: list[str], metric: str, path: Path, *,
+                   title: str = "") -> None:
+    """A horizontal bar per setting (top to bottom in the given order), its value and `note` written beside it."""
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(labels) + 1.4))
+    ys = list(range(len(labels)))[::-1]
+    ax.barh(ys, values, color="tab:blue", alpha=0.8)
+    ax.set_yticks(ys, labels, fontsize=8)
+    low = min(values) if values else 0.0
+    high = max(values) if values else 1.0
+    # Start the axis near the smallest bar: differences of a point or two are the point of the chart.
+    span = max(high - low, 0.02)
+    ax.set_xlim(max(0.0, low - span) if low >= 0 else low - span, high + 0.6 * span)
+    for y, value, note in zip(ys, values, notes):
+        ax.text(value, y, f" {value:.4f} {note}", va="center", fontsize=8)
+    ax.set_xlabel(f"best eval {metric}")
+    ax.set_title(title or f"best eval {metric} per setting")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_metric_vs_params(labels: list[str], params: list[int], values: list[float], metric: str, path: Path, *,
+                          title: str = "") -> None:
+    """Best eval `metric` against trainable parameters (log scale), each point labelled with its setting."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter(params, values, color="tab:blue", zorder=3)
+    for label, x, y in zip(labels, params, values):
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if params and min(params) > 0:
+        ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters")
+    ax.set_ylabel(f"best eval {metric}")
+    ax.set_title(title or f"best eval {metric} against trainable parameters")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,353 @@
+"""The scratch LoRA layer (adapters/lora.py): its maths, and that it is interchangeable with PEFT's own layer."""
+
+import copy
+import json
+import re
+import runpy
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from peft.tuners.lora.layer import Linear as PeftLoraLinear
+from peft.tuners.lora.layer import LoraLayer
+from safetensors.torch import load_file
+from torch import nn
+from transformers import AutoModelForSequenceClassification, BertConfig, RobertaConfig
+
+import adapters
+from adapters import LoraLinear
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(
+    vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+    max_position_embeddings=64, num_labels=3,
+)
+ARCHS = {"roberta": RobertaConfig, "bert": BertConfig}
+TOL = 1e-6  # fp32; the two implementations run the same kernels, so differences are rounding at most
+
+
+def tiny_model(arch: str = "roberta") -> nn.Module:
+    torch.manual_seed(0)
+    return AutoModelForSequenceClassification.from_config(ARCHS[arch](**TINY))
+
+
+def batch(seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    # ids from 2 up: 0 and 1 are RoBERTa's <s> and <pad>
+    return {
+        "input_ids": torch.randint(2, TINY["vocab_size"], (4, 16), generator=generator),
+        "labels": torch.randint(0, TINY["num_labels"], (4,), generator=generator),
+    }
+
+
+def lora_config(**overrides) -> LoraConfig:
+    settings = dict(task_type="SEQ_CLS", target_modules=["query", "value"], r=4, lora_alpha=8, lora_dropout=0.0)
+    return LoraConfig(**(settings | overrides))
+
+
+def adapt(base: nn.Module, impl: str, **overrides) -> nn.Module:
+    """Return a copy of `base` with LoRA from `impl` ("peft" or "scratch"); the same seed for both impls."""
+    config = lora_config(**overrides)
+    if impl == "scratch":
+        adapters.register(config)
+    torch.manual_seed(1)
+    return get_peft_model(copy.deepcopy(base), config)
+
+
+def perturb(model: nn.Module) -> nn.Module:
+    """Set every lora_B and the classifier head to the same random values in any model of the same shape.
+
+    B starts at zero, which would make most comparisons trivial; the head is set so that loading must restore it.
+    """
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name or "modules_to_save" in name:
+                param.copy_(0.1 * torch.randn(param.shape, generator=generator))
+    return model
+
+
+def logits(model: nn.Module, seed: int = 0) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=batch(seed)["input_ids"]).logits
+
+
+def lora_modules(model: nn.Module) -> dict[str, nn.Module]:
+    return {name: module for name, module in model.named_modules() if isinstance(module, LoraLayer)}
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+def test_layer_computes_the_lora_formula():
+    torch.manual_seed(0)
+    base_layer = nn.Linear(6, 5)
+    x = torch.randn(3, 6)
+    layer = LoraLinear(base_layer, "default", config=lora_config(r=2, lora_alpha=3), r=2, lora_alpha=3)
+    A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    assert A.shape == (2, 6) and B.shape == (5, 2) and not B.any() and layer.scaling["default"] == 1.5
+    assert A.requires_grad and B.requires_grad
+    assert torch.equal(layer(x), base_layer(x))
+
+    with torch.no_grad():
+        B.normal_()
+    expected = x @ base_layer.weight.T + base_layer.bias + (3 / 2) * (x @ A.T @ B.T)
+    assert max_diff(layer(x), expected) <= TOL
+    assert max_diff(layer.get_delta_weight("default"), (3 / 2) * B @ A) <= TOL
+
+
+@pytest.mark.parametrize("init_lora_weights", [True, False])
+def test_layer_draws_the_same_weights_as_peft_layer(init_lora_weights):
+    config = lora_config(r=2, init_lora_weights=init_lora_weights)
+    layers = []
+    for layer_class in (PeftLoraLinear, LoraLinear):
+        torch.manual_seed(0)
+        layers.append(layer_class(nn.Linear(6, 5), "default", config=config, r=2, lora_alpha=8))
+    assert layers[0].state_dict().keys() == layers[1].state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(layers[0].state_dict().values(), layers[1].state_dict().values()))
+
+
+def test_layer_built_for_inference_is_frozen():
+    config = lora_config(inference_mode=True)
+    layer = LoraLinear(nn.Linear(6, 5), "default", config=config, r=4, lora_alpha=8)
+    assert not any(p.requires_grad for name, p in layer.named_parameters() if "lora_" in name)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_adapted_model_starts_equal_to_base(arch):
+    base = tiny_model(arch).eval()
+    model = adapt(base, "scratch", lora_dropout=0.1).eval()
+    layers = lora_modules(model)
+    assert len(layers) == 2 * TINY["num_hidden_layers"]
+    assert all(type(layer) is LoraLinear for layer in layers.values())
+    assert torch.equal(logits(model), logits(base))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+@pytest.mark.parametrize("r", [1, 64])
+def test_same_weights_outputs_and_gradients_as_peft(arch, dropout, r):
+    base = tiny_model(arch)
+    peft_model = adapt(base, "peft", r=r, lora_alpha=2 * r, lora_dropout=dropout)
+    scratch = adapt(base, "scratch", r=r, lora_alpha=2 * r, lora_dropout=dropout)
+    assert all(type(layer) is PeftLoraLinear for layer in lora_modules(peft_model).values())
+    assert all(type(layer) is LoraLinear for layer in lora_modules(scratch).values())
+    # same seed, same random draws in the same order: bit-identical initial weights under the same keys
+    peft_state, scratch_state = peft_model.state_dict(), scratch.state_dict()
+    assert peft_state.keys() == scratch_state.keys()
+    assert all(torch.equal(peft_state[key], scratch_state[key]) for key in peft_state)
+
+    grads = {}
+    for impl, model in (("peft", perturb(peft_model)), ("scratch", perturb(scratch))):
+        model.eval()
+        output = model(**batch())
+        output.loss.backward()
+        grads[impl] = {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
+        grads[impl]["logits"] = output.logits.detach()
+    assert grads["peft"].keys() == grads["scratch"].keys()
+    for name in grads["peft"]:
+        assert max_diff(grads["peft"][name], grads["scratch"][name]) <= TOL, name
+    assert any("lora_A" in name and grad.abs().max() > 0 for name, grad in grads["scratch"].items())
+
+
+def test_same_dropout_masks_as_peft_in_training_mode():
+    base = tiny_model()
+    outputs = []
+    for impl in ("peft", "scratch"):
+        model = perturb(adapt(base, impl, lora_dropout=0.5)).train()
+        torch.manual_seed(3)  # both draw their dropout masks in the same order from here
+        outputs.append(logits(model))
+    assert max_diff(*outputs) <= TOL
+
+
+def test_merge_unmerge():
+    model = perturb(adapt(tiny_model(), "scratch", r=4, lora_alpha=8)).eval()
+    layers = lora_modules(model)
+    base_weights = {name: layer.base_layer.weight.detach().clone() for name, layer in layers.items()}
+    unmerged_logits = logits(model)
+
+    model.merge_adapter()
+    for name, layer in layers.items():
+        assert layer.merged
+        B, A = layer.lora_B["default"].weight, layer.lora_A["default"].weight
+        expected = base_weights[name] + (8 / 4) * (B @ A)
+        assert max_diff(layer.base_layer.weight, expected) <= 1e-7, name
+    merged_weights = {name: layer.base_layer.weight.detach().clone() for name, layer in layers.items()}
+    assert max_diff(logits(model), unmerged_logits) <= TOL
+
+    with pytest.warns(UserWarning, match="All adapters are already merged, nothing to do"):
+        model.merge_adapter()
+    assert all(torch.equal(layer.base_layer.weight, merged_weights[name]) for name, layer in layers.items())
+
+    model.unmerge_adapter()
+    for name, layer in layers.items():
+        assert not layer.merged
+        assert max_diff(layer.base_layer.weight, base_weights[name]) <= TOL, name
+    assert max_diff(logits(model), unmerged_logits) <= TOL
+
+
+def test_disabled_adapter_gives_base_outputs_even_when_merged():
+    base = tiny_model().eval()
+    model = perturb(adapt(base, "scratch")).eval()
+    with model.disable_adapter():
+        assert torch.equal(logits(model), logits(base))
+    model.merge_adapter()
+    with model.disable_adapter():
+        assert max_diff(logits(model), logits(base)) <= TOL
+
+
+def test_merge_and_unload_gives_the_same_logits_as_peft():
+    base = tiny_model().eval()
+    results = {}
+    for impl in ("peft", "scratch"):
+        model = perturb(adapt(base, impl)).eval()
+        before = logits(model)
+        merged = model.merge_and_unload()
+        assert not lora_modules(merged)
+        assert type(merged.roberta.encoder.layer[0].attention.self.query) is nn.Linear
+        results[impl] = logits(merged)
+        assert max_diff(results[impl], before) <= TOL
+    assert max_diff(results["peft"], results["scratch"]) <= TOL
+
+
+def test_training_step_changes_only_lora_and_head():
+    model = adapt(tiny_model(), "scratch", lora_dropout=0.1).train()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {name for name in before if "lora_" in name or "classifier.modules_to_save" in name}
+    assert any("lora_A" in name for name in trainable) and any("classifier" in name for name in trainable)
+
+    # No weight decay, so a weight moves only if its gradient moved it; the second step is the first in which A
+    # gets a gradient (it is zero while B is zero).
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    for _ in range(2):
+        model(**batch()).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert changed == trainable  # every frozen weight is bit-identical
+
+
+@pytest.mark.parametrize("saved_by, loaded_by", [("scratch", "peft"), ("peft", "scratch")])
+def test_adapter_saved_by_one_implementation_loads_in_the_other(tmp_path, saved_by, loaded_by):
+    base = tiny_model().eval()
+    model = perturb(adapt(base, saved_by)).eval()
+    model.save_pretrained(tmp_path)
+
+    # impl="peft" is a plain PeftModel.from_pretrained: no registration
+    loaded = adapters.load_adapter(copy.deepcopy(base), tmp_path, impl=loaded_by).eval()
+    expected_class = LoraLinear if loaded_by == "scratch" else PeftLoraLinear
+    assert all(type(layer) is expected_class for layer in lora_modules(loaded).values())
+    assert len(lora_modules(loaded)) == len(lora_modules(model))
+    assert max_diff(logits(loaded), logits(model)) <= TOL
+    assert all(not p.requires_grad for p in loaded.parameters())
+
+
+def test_saved_files_are_identical(tmp_path):
+    base = tiny_model()
+    for impl in ("peft", "scratch"):
+        adapt(base, impl).save_pretrained(tmp_path / impl)
+    peft_tensors = load_file(tmp_path / "peft" / "adapter_model.safetensors")
+    scratch_tensors = load_file(tmp_path / "scratch" / "adapter_model.safetensors")
+    assert peft_tensors.keys() == scratch_tensors.keys()
+    assert any(".lora_A.weight" in key for key in scratch_tensors)
+    assert all(torch.equal(peft_tensors[key], scratch_tensors[key]) for key in peft_tensors)
+    configs = [json.loads((tmp_path / impl / "adapter_config.json").read_text()) for impl in ("peft", "scratch")]
+    assert configs[0] == configs[1]
+
+
+def test_load_adapter_scratch_is_trainable_on_request(tmp_path):
+    base = tiny_model()
+    adapt(base, "peft").save_pretrained(tmp_path)
+    loaded = adapters.load_adapter(copy.deepcopy(base), tmp_path, impl="scratch", is_trainable=True)
+    trainable = {name for name, p in loaded.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name or "modules_to_save" in name for name in trainable)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_layers_to_transform_adapts_only_the_chosen_layer(arch):
+    base = tiny_model(arch)
+    scratch = adapt(base, "scratch", layers_to_transform=[1])
+    prefix = f"base_model.model.{arch}.encoder.layer.1.attention.self."
+    assert set(lora_modules(scratch)) == {prefix + "query", prefix + "value"}
+    assert all(type(layer) is LoraLinear for layer in lora_modules(scratch).values())
+    peft_model = perturb(adapt(base, "peft", layers_to_transform=[1])).eval()
+    assert max_diff(logits(perturb(scratch).eval()), logits(peft_model)) <= TOL
+
+
+def test_second_adapter_goes_through_update_layer():
+    base = tiny_model()
+    results = {}
+    for impl in ("peft", "scratch"):
+        model = adapt(base, impl)
+        second = lora_config(r=2, lora_alpha=4)
+        if impl == "scratch":
+            adapters.register(second)
+        torch.manual_seed(4)
+        model.add_adapter("second", second)
+        model.set_adapter("second")
+        layer = model.base_model.model.roberta.encoder.layer[0].attention.self.query
+        assert set(layer.lora_A) == {"default", "second"} and layer.scaling["second"] == 2.0
+        results[impl] = logits(perturb(model).eval())
+    assert max_diff(results["peft"], results["scratch"]) <= TOL
+
+
+@pytest.mark.parametrize(
+    "r, alpha, dropout, bad",
+    [
+        (0, 8, 0.1, "lora_r"),
+        (-4, 8, 0.1, "lora_r"),
+        (2.5, 8, 0.1, "lora_r"),
+        (8, 0, 0.1, "lora_alpha"),
+        (8, -16, 0.1, "lora_alpha"),
+        (8, float("nan"), 0.1, "lora_alpha"),
+        (8, 16, -0.1, "lora_dropout"),
+        (8, 16, 1.0, "lora_dropout"),
+        (8, 16, 1.5, "lora_dropout"),
+    ],
+)
+def test_bad_settings_are_named(r, alpha, dropout, bad):
+    value = {"lora_r": r, "lora_alpha": alpha, "lora_dropout": dropout}[bad]
+    message = rf"^{bad} should be .* the value passed is {re.escape(repr(value))}; set --{bad} "
+    with pytest.raises(ValueError, match=message):
+        adapters.validate_lora_settings(r, alpha, dropout)
+
+
+def test_every_bad_setting_is_named_at_once():
+    with pytest.raises(ValueError) as error:
+        adapters.validate_lora_settings(0, 0, 1)
+    assert all(name in str(error.value) for name in ("lora_r", "lora_alpha", "lora_dropout"))
+
+
+def test_good_settings_pass():
+    adapters.validate_lora_settings(1, 0.5, 0)
+    adapters.validate_lora_settings(64, 128, 0.99)
+
+
+def test_bad_rank_fails_when_the_layer_is_built():
+    with pytest.raises(ValueError, match="lora_r should be a positive integer but the value passed is 0"):
+        adapt(tiny_model(), "scratch", r=0)
+
+
+@pytest.mark.parametrize(
+    "option", [{"use_dora": True}, {"use_rslora": True}, {"lora_bias": True}, {"init_lora_weights": "gaussian"}]
+)
+def test_unsupported_options_are_refused(option):
+    (name, value), = option.items()
+    with pytest.raises(ValueError, match=re.escape(f"{name}={value!r}")):
+        adapters.register(lora_config(**option))
+
+
+def test_load_adapter_refuses_unknown_impl(tmp_path):
+    with pytest.raises(ValueError, match="impl should be 'peft' or 'scratch' but the value passed is 'lora'"):
+        adapters.load_adapter(tiny_model(), tmp_path, impl="lora")
+
+
+def test_benchmark_script_runs(capsys):
+    main = runpy.run_path(str(REPO / "bench" / "lora_impl.py"))["main"]
+    result = main(["--tiny", "--steps", "2", "--warmup", "1"])
+    assert set(result) == {"peft", "scratch", "ratio"} and result["ratio"] > 0
+    assert "ratio scratch/peft:" in capsys.readouterr().out

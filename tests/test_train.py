@@ -1,0 +1,157 @@
+"""train.py end to end on tiny random backbones and the offline GLUE mirror: files written, report, dry run."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+import yaml
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from conftest import GLUE, QUICK, make_tiny_model, run_script, tree
+
+ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                 "labels.json", "recipe.yaml", "metrics.json", "log_history.json", "learning_curve.png"}
+
+
+def _report(stderr: str) -> dict[str, int]:
+    match = re.search(r"parameters: ([\d,]+) total, ([\d,]+) trainable", stderr)
+    split = re.search(r"trainable split: ([\d,]+) in LoRA matrices, ([\d,]+) in the head", stderr)
+    assert match and split, stderr
+    total, trainable = (int(x.replace(",", "")) for x in match.groups())
+    lora, head = (int(x.replace(",", "")) for x in split.groups())
+    return {"total": total, "trainable": trainable, "lora": lora, "head": head}
+
+
+def expected_counts(hidden: int, layers: int, r: int, n_targets: int, num_labels: int) -> tuple[int, int]:
+    """LoRA params of r-rank A (r x h) and B (h x r) per target per layer; RoBERTa's head: dense h x h + out."""
+    lora = layers * n_targets * 2 * r * hidden
+    head = hidden * hidden + hidden + hidden * num_labels + num_labels
+    return lora, head
+
+
+@pytest.fixture(scope="module")
+def sst2_run(tiny_roberta, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sst2") / "run"
+    proc = run_script("train.py", "--task", "sst2", "--model_name_or_path", str(tiny_roberta),
+                      "--dataset_name", str(GLUE), *QUICK, "--output_dir", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_sst2_writes_a_self_contained_adapter(sst2_run, tiny_roberta):
+    out, proc = sst2_run
+    names = {p.name for p in out.iterdir()}
+    assert ADAPTER_FILES <= names, names
+    assert any(n.startswith("checkpoint-") for n in names)
+    assert not any(n.startswith(".staging") for n in names)
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("trainable_params", "total_params", "eval_accuracy", "train_samples_per_second", "train_runtime"):
+        assert key in metrics, key
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0
+
+    # The parameter report in the log matches metrics.json and the arithmetic of the shapes.
+    report = _report(proc.stderr)
+    assert report["trainable"] == metrics["trainable_params"] and report["total"] == metrics["total_params"]
+    lora, head = expected_counts(hidden=32, layers=2, r=8, n_targets=2, num_labels=2)
+    assert (report["lora"], report["head"]) == (lora, head)
+
+    labels = json.loads((out / "labels.json").read_text())
+    assert labels["label_names"] == ["negative", "positive"]
+    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
+    assert recipe["task_name"] == "sst2" and recipe["max_train_samples"] == 64
+    assert recipe["model_name_or_path"] == str(tiny_roberta)
+    history = json.loads((out / "log_history.json").read_text())
+    assert any("loss" in e for e in history) and any("eval_accuracy" in e for e in history)
+    assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+    # The head is saved with the adapter, so the folder alone rebuilds the trained classifier.
+    keys = load_file(str(out / "adapter_model.safetensors")).keys()
+    assert any("lora_A" in k for k in keys) and any("classifier" in k for k in keys)
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(tiny_roberta) and config["task_type"] == "SEQ_CLS"
+
+
+def test_saved_adapter_reproduces_the_reported_accuracy(sst2_run, tiny_roberta):
+    """Reload base + adapter with stock PEFT and recompute eval accuracy on the same rows."""
+    import datasets
+
+    out, _ = sst2_run
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_roberta, num_labels=2)
+    model = PeftModel.from_pretrained(base, out).eval()
+    tok = AutoTokenizer.from_pretrained(out)
+    rows = datasets.load_dataset(str(GLUE), "sst2", split="validation[:32]")
+    enc = tok(list(rows["sentence"]), truncation=True, max_length=64, padding=True, return_tensors="pt")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        preds = model(**enc).logits.argmax(-1)
+    accuracy = (preds == torch.tensor(list(rows["label"]))).float().mean().item()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert accuracy == pytest.approx(metrics["eval_accuracy"], abs=1 / 32 + 1e-9)
+
+
+def test_sentence_pair_task_with_scratch_layer(tiny_roberta, tmp_path):
+    out = tmp_path / "mrpc"
+    proc = run_script("train.py", "--task", "mrpc", "--model_name_or_path", str(tiny_roberta),
+                      "--dataset_name", str(GLUE), *QUICK, "--output_dir", str(out), "--lora_impl", "scratch",
+                      "--lora_r", "4", "--lora_target_modules", "query,key,value")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"eval_accuracy", "eval_f1"} <= set(metrics)
+    lora, head = expected_counts(hidden=32, layers=2, r=4, n_targets=3, num_labels=2)
+    assert (metrics["lora_params"], metrics["head_params"]) == (lora, head)
+    assert "(scratch)" in proc.stderr
+    assert json.loads((out / "labels.json").read_text())["text_columns"] == ["sentence1", "sentence2"]
+
+
+def test_own_csv_files_take_label_names_from_the_data(tiny_models, tmp_path):
+    rows = [("great fun", "pos"), ("dull and slow", "neg"), ("a joy", "pos"), ("boring", "neg"),
+            ("loved it", "pos"), ("awful", "neg"), ("a quiet triumph", "neutral"), ("fine", "neutral")] * 4
+    train = tmp_path / "train.csv"
+    train.write_text("review,stars\n" + "\n".join(f"{t},{l}" for t, l in rows) + "\n")
+    out = tmp_path / "run"
+    proc = run_script("train.py", "--config", "configs/sst2.yaml", "--train_file", str(train),
+                      "--validation_file", str(train), "--text_column_names", "review", "--label_column_name",
+                      "stars", "--label_names", "none", "--model_name_or_path", str(tiny_models["bert"]),
+                      *QUICK, "--output_dir", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "labels.json").read_text())["label_names"] == ["neg", "neutral", "pos"]
+    assert json.loads((out / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
+
+
+def test_full_fine_tuning_baseline(tiny_roberta, tmp_path):
+    out = tmp_path / "full"
+    proc = run_script("train.py", "--task", "sst2", "--model_name_or_path", str(tiny_roberta),
+                      "--dataset_name", str(GLUE), *QUICK, "--output_dir", str(out), "--method", "full")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["trainable_params"] == metrics["total_params"] and metrics["lora_params"] == 0
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+
+
+def test_dry_run_from_a_config_only_folder_writes_nothing(tmp_path):
+    folder = make_tiny_model("roberta", tmp_path / "config-only", weights=False)
+    assert [p.name for p in folder.iterdir()] == ["config.json"]
+    out = tmp_path / "out"
+    proc = run_script("train.py", "--task", "agnews", "--model_name_or_path", str(folder), "--dataset_name",
+                      str(GLUE.parent / "ag_news"), "--max_seq_length", "64", "--output_dir", str(out), "--dry_run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = _report(proc.stderr)
+    lora, head = expected_counts(hidden=32, layers=2, r=8, n_targets=2, num_labels=4)
+    assert (report["lora"], report["head"]) == (lora, head)
+    assert "dry run" in proc.stderr and not out.exists()
+
+
+def test_budget_exceeded_stops_before_training(tiny_roberta, tmp_path):
+    out = tmp_path / "out"
+    proc = run_script("train.py", "--task", "sst2", "--model_name_or_path", str(tiny_roberta),
+                      "--dataset_name", str(GLUE), *QUICK, "--output_dir", str(out), "--max_trainable_params", "1000")
+    assert proc.returncode == 2
+    assert re.search(r"^error: the run would train 3,170 parameters, over max_trainable_params 1,000",
+                     proc.stderr, re.M), proc.stderr
+    assert tree(out) == {}
