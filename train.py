@@ -21,10 +21,13 @@ def main(argv: list[str]) -> int:
         return run_sweep(resolved)
     from lorakit.training import run
 
-    metrics = run(resolved)
-    if metrics is not None and resolved.training.get("push_to_hub"):
-        from lorakit.hub import push_run
+    push = bool(resolved.training.get("push_to_hub"))
+    if push:
+        from lorakit.hub import check_push, push_run
 
+        check_push(resolved)  # no token or repo id: fail now, not after training
+    metrics = run(resolved)
+    if metrics is not None and push:
         push_run(resolved)
     return 0
 

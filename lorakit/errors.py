@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import traceback
 from typing import Callable
@@ -9,6 +10,13 @@ from typing import Callable
 
 class UsageError(ValueError):
     """A problem with the user's input: the message names the bad value and the fix, in one sentence."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for the kit's scripts: a bad flag is a UsageError too (one line through run_cli, exit 2)."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message}; see {self.prog} --help")
 
 
 def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ DEFAULT_TARGETS = {
 }
 # Modules beside the classifier that are freshly initialised for classification and must train with it.
 # DeBERTa's ContextPooler is not in the pretrained checkpoint (PEFT's troubleshooting guide calls this out).
-EXTRA_TRAINABLE = {"deberta-v2": ["pooler"], "deberta": ["pooler"]}
+EXTRA_TRAINABLE = {"deberta-v2": ["pooler"], "deberta": ["pooler"], "distilbert": ["pre_classifier"]}
 
 
 def load_config(recipe: Recipe, label_names: list[str]) -> PretrainedConfig:
@@ -77,7 +78,8 @@ def lora_config(recipe: Recipe, config: PretrainedConfig) -> LoraConfig:
     cfg = LoraConfig(
         task_type="SEQ_CLS", r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
         target_modules=target_modules(recipe, config), layers_to_transform=recipe.lora_layers,
-        modules_to_save=EXTRA_TRAINABLE.get(config.model_type))
+        # A copy: PEFT appends the SEQ_CLS heads to this list in place.
+        modules_to_save=list(EXTRA_TRAINABLE.get(config.model_type, [])) or None)
     if recipe.lora_impl == "scratch":
         import adapters
 
@@ -114,24 +116,35 @@ def apply_method(recipe: Recipe, model: torch.nn.Module, config: PretrainedConfi
     return get_peft_model(model, lora_config(recipe, config))
 
 
+@contextlib.contextmanager
+def _attention_errors(recipe: Recipe, config: PretrainedConfig):
+    """transformers' ValueError for an attention kernel the architecture lacks (DeBERTa has no SDPA) as a UsageError."""
+    try:
+        yield
+    except ValueError as err:
+        if not recipe.attn_implementation or not re.search(r"attn_implementation|attention implementation", str(err)):
+            raise
+        raise UsageError(f"attn_implementation {recipe.attn_implementation!r} is not available for "
+                         f"{config.model_type}; pass --attn_implementation eager or leave it unset") from None
+
+
 def build_model(recipe: Recipe, config: PretrainedConfig, *, random_weights: bool = False) -> torch.nn.Module:
     """The classifier ready to train. `random_weights` builds from the config alone on the meta device
     (no download, no memory), which is all a parameter count needs."""
+    kwargs = {"attn_implementation": recipe.attn_implementation} if recipe.attn_implementation else {}
     if random_weights:
-        with torch.device("meta"):
-            model = AutoModelForSequenceClassification.from_config(config)
+        with torch.device("meta"), _attention_errors(recipe, config):
+            model = AutoModelForSequenceClassification.from_config(config, **kwargs)
     else:
-        kwargs = {}
-        if recipe.attn_implementation:
-            kwargs["attn_implementation"] = recipe.attn_implementation
         if recipe.load_in_4bit or recipe.load_in_8bit:
             from .quantization import quantization_kwargs
 
             kwargs.update(quantization_kwargs(recipe, config))
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                recipe.model_name_or_path, config=config, dtype=torch.float32,
-                trust_remote_code=recipe.trust_remote_code, use_safetensors=True, **kwargs)
+            with _attention_errors(recipe, config):
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    recipe.model_name_or_path, config=config, dtype=torch.float32,
+                    trust_remote_code=recipe.trust_remote_code, use_safetensors=True, **kwargs)
         except OSError as err:
             raise UsageError(f"weights of {recipe.model_name_or_path!r} could not be loaded "
                              f"({str(err).splitlines()[0]}); the folder needs model.safetensors") from None

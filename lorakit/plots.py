@@ -41,7 +41,7 @@ def plot_curves(curves: list[Curve], metric: str, path: Path, *, title: str = ""
         ax.legend(title=legend_title or None, fontsize=8, title_fontsize=8)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    fig.suptitle(title or f"eval {metric} against {xlabel}")
+    fig.suptitle(title or f"eval {metric} against {xlabel}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -58,11 +58,16 @@ def plot_best_bars(labels: list[str], values: list[float], notes: list[str], met
     high = max(values) if values else 1.0
     # Start the axis near the smallest bar: differences of a point or two are the point of the chart.
     span = max(high - low, 0.02)
-    ax.set_xlim(max(0.0, low - span) if low >= 0 else low - span, high + 0.6 * span)
+    left, right = max(0.0, low - span) if low >= 0 else low - span, high + 0.1 * span
+    ax.set_xlim(left, right)
     for y, value, note in zip(ys, values, notes):
-        ax.text(value, y, f" {value:.4f} {note}", va="center", fontsize=8)
+        # Written inside the end of a long bar, after a short one, so that no text runs off the axes.
+        if value - left >= 0.4 * (right - left):
+            ax.text(value, y, f"{value:.4f} {note} ", va="center", ha="right", fontsize=8, color="white")
+        else:
+            ax.text(max(value, left), y, f" {value:.4f} {note}", va="center", ha="left", fontsize=8)
     ax.set_xlabel(f"best eval {metric}")
-    ax.set_title(title or f"best eval {metric} per setting")
+    ax.set_title(title or f"best eval {metric} per setting", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -78,9 +83,10 @@ def plot_metric_vs_params(labels: list[str], params: list[int], values: list[flo
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     if params and min(params) > 0:
         ax.set_xscale("log")
+    ax.margins(x=0.2, y=0.15)  # room for the labels of the outermost points
     ax.set_xlabel("trainable parameters")
     ax.set_ylabel(f"best eval {metric}")
-    ax.set_title(title or f"best eval {metric} against trainable parameters")
+    ax.set_title(title or f"best eval {metric} against trainable parameters", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

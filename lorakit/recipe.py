@@ -159,7 +159,10 @@ def coerce(key: str, value, tp):
             if kind is int:
                 if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                     raise ValueError(value)
-                return int(float(value)) if isinstance(value, str) and re.fullmatch(r"[\d.e+]+", value) else int(value)
+                number = float(value) if isinstance(value, str) else value
+                if not float(number).is_integer():  # 2.5 is not a rank; never truncate silently
+                    raise ValueError(value)
+                return int(number)
             return float(value)
         if any(m is dict or typing.get_origin(m) is dict for m in members) and isinstance(value, str) \
                 and value.strip().startswith("{"):
@@ -256,7 +259,8 @@ def parse_recipe(argv: list[str]) -> Resolved:
             sweeps_raw.append(argv[i + 1])
         elif token.startswith("--sweep="):
             sweeps_raw.append(token.split("=", 1)[1])
-    cli.pop("sweep", None)
+    if cli.pop("sweep", None) is True:
+        raise UsageError("--sweep needs a value, e.g. --sweep lora_r=4,8,16")
     if task is not None and config is not None:
         raise UsageError("pass either --task or --config, not both")
     if task is None and config is None:
@@ -334,6 +338,8 @@ def validate(recipe: Recipe) -> None:
             problems.append(f"{key} should be a positive integer but the value passed is {value}")
     if recipe.load_in_4bit and recipe.load_in_8bit:
         problems.append("load_in_4bit and load_in_8bit are exclusive; pick one")
+    if (recipe.load_in_4bit or recipe.load_in_8bit) and recipe.method == "full":
+        problems.append("a quantised backbone cannot be fully fine-tuned; use --method lora with load_in_4bit/8bit")
     if recipe.train_file is None and recipe.dataset_name is None:
         problems.append("no data: set dataset_name (Hub id or local folder) or train_file")
     if recipe.method == "lora":

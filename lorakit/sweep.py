@@ -41,6 +41,8 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from . import data as data_lib
 from . import modeling, plots, training
 from .errors import UsageError
@@ -239,18 +241,20 @@ def _recorded(folder: Path, state: dict) -> dict | None:
         return state["runs"][folder.name]["recipe"]
     recipe_file = folder / training.RECIPE_FILE
     if recipe_file.is_file():
-        import yaml
-
         data = json.loads(json.dumps(yaml.safe_load(recipe_file.read_text()), default=str))
         return {k: v for k, v in data.items() if k not in _NOT_COMPARED}
     return None
 
 
+def _step(checkpoint: Path) -> int:
+    suffix = checkpoint.name.rsplit("-", 1)[-1]
+    return int(suffix) if suffix.isdigit() else -1
+
+
 def _complete_checkpoint(folder: Path) -> Path | None:
     """The newest checkpoint-N that Trainer finished writing (trainer_state.json is written last)."""
-    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()
-            and p.name.split("-")[-1].isdigit()]
-    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file() and _step(p) >= 0]
+    return max(done, key=_step, default=None)
 
 
 def _decide(setting: Setting, state: dict, overwrite: bool) -> None:
@@ -295,7 +299,7 @@ def _run_one(setting: Setting, state: dict, root: Path) -> None:
         checkpoint = _complete_checkpoint(folder)
         for partial in folder.glob("checkpoint-*"):
             # A checkpoint cut off mid-write cannot be resumed from, and would be picked as the latest.
-            if partial != checkpoint and int(partial.name.split("-")[-1]) > int(checkpoint.name.split("-")[-1]):
+            if _step(partial) > _step(checkpoint):
                 shutil.rmtree(partial)
         train_args["resume_from_checkpoint"] = str(checkpoint)
         log.info("sweep: resuming %s from %s", setting.name, checkpoint.name)
@@ -323,6 +327,11 @@ def run_sweep(resolved: Resolved) -> int:
         raise UsageError(f"output_dir {str(root)!r} holds a single run, not a sweep; pass another --output_dir")
     settings = plan(resolved)
     over = [s for s in settings if s.status == "over budget"]
+    if len(over) == len(settings):
+        smallest = min(settings, key=lambda s: s.params.trainable)
+        raise UsageError(f"every sweep setting trains more than max_trainable_params "
+                         f"{resolved.recipe.max_trainable_params:,} (the smallest, {smallest.name}, trains "
+                         f"{smallest.params.trainable:,}); raise the budget or sweep smaller settings")
     log.info("sweep: %d settings under %s", len(settings), root)
     if over:
         log.info("sweep: skipping %d over max_trainable_params %s: %s", len(over),
@@ -452,14 +461,15 @@ def _plot(settings: list[Setting], axes: list[Axis], rows: list[dict], root: Pat
     headline = recipe.headline_metric
     best_key = f"best_eval_{headline}"
     task = recipe.task_name or "sweep"
-    model = Path(recipe.model_name_or_path).name
+    model = "/".join(Path(recipe.model_name_or_path).parts[-2:])  # a Hub id, or a local folder and its parent
     curves = []
     for setting in settings:
         history_file = setting.folder / training.LOG_FILE
         if not history_file.is_file():
             continue
         history = json.loads(history_file.read_text())
-        points = [(e["step"], e[f"eval_{headline}"]) for e in history if f"eval_{headline}" in e]
+        # The final evaluation repeats the last step's; keep one point per step.
+        points = sorted({e["step"]: e[f"eval_{headline}"] for e in history if f"eval_{headline}" in e}.items())
         # Lines are the first swept key's values; every combination of the other keys gets its own panel.
         panel = ", ".join(f"{axis.title}={axis.label(v)}" for axis, v in zip(axes[1:], setting.choice[1:]))
         curves.append(plots.Curve(label=axes[0].label(setting.choice[0]), points=points, panel=panel))
@@ -471,6 +481,8 @@ def _plot(settings: list[Setting], axes: list[Axis], rows: list[dict], root: Pat
         plots.plot_best_bars([r["setting"] for r in done], [r[best_key] for r in done],
                              [f"({r['trainable_percent']:.3f}% trained)" for r in done], headline,
                              root / BEST_PNG, title=f"{task} on {model}: best eval {headline}")
-        plots.plot_metric_vs_params([r["setting"] for r in done], [r["trainable_params"] for r in done],
+        short = {s.name: ", ".join(axis.label(v) for axis, v in zip(axes, s.choice)) for s in settings}
+        plots.plot_metric_vs_params([short[r["setting"]] for r in done], [r["trainable_params"] for r in done],
                                     [r[best_key] for r in done], headline, root / PARAMS_PNG,
-                                    title=f"{task} on {model}: best eval {headline} against trainable parameters")
+                                    title=f"{task} on {model}\nbest eval {headline} against trainable parameters "
+                                          f"({', '.join(axis.title for axis in axes)})")

@@ -92,8 +92,11 @@ def prepare(resolved: Resolved, *, load_weights: bool = True):
     return task_data, config, model, params
 
 
-def run(resolved: Resolved) -> dict | None:
-    """Train one recipe and save the adapter folder; returns its metrics (None for a dry run)."""
+def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
+    """Train one recipe and save the adapter folder; returns its metrics (None for a dry run).
+
+    `callbacks` (transformers.TrainerCallback) are handed to the Trainer: the benchmark times steps with one.
+    """
     from transformers import Trainer, TrainingArguments, set_seed
 
     recipe = resolved.recipe
@@ -135,19 +138,38 @@ def run(resolved: Resolved) -> dict | None:
     import torch
 
     collator = data_lib.PaddingCollator(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
+    # The classifiers' loss is a per-batch mean that ignores num_items_in_batch. Told otherwise, Trainer would
+    # multiply it by the number of processes (train and eval loss doubled under 2-process DDP) and not divide it
+    # by gradient_accumulation_steps (gradients that many times too large).
+    (model.get_base_model() if modeling.is_peft(model) else model).accepts_loss_kwargs = False
     trainer = Trainer(model=model, args=args, train_dataset=tokenized.train, eval_dataset=tokenized.eval,
                       processing_class=tokenizer, data_collator=collator,
-                      compute_metrics=_metrics_fn(recipe, task_data))
+                      compute_metrics=_metrics_fn(recipe, task_data), callbacks=callbacks)
+    # The model was built alike on every process (same seed), and Trainer seeded them alike again; from here
+    # each rank draws its own dropout masks. The data order stays in step: accelerate syncs the sampler's RNG.
+    set_seed(args.seed + args.process_index)
     train_output = trainer.train(resume_from_checkpoint=resume)
-    final_eval = trainer.evaluate()
+    final_eval = _final_eval(trainer, args)
     metrics = report.summarize(trainer.state.log_history, final_eval, train_output, params.as_dict(),
                                recipe.headline_metric)
+    # Under FSDP and DeepSpeed ZeRO-3 the weights are sharded: gathering them is a collective all ranks join.
+    state_dict = trainer.accelerator.get_state_dict(trainer.model)
     if trainer.is_world_process_zero():
-        save_run(trainer, tokenizer, resolved, task_data.label_names, metrics, output_dir)
+        save_run(trainer, tokenizer, resolved, task_data.label_names, metrics, output_dir, state_dict=state_dict)
         log.info("saved adapter and metrics to %s: eval %s = %.4f", output_dir, recipe.headline_metric,
                  metrics.get(f"eval_{recipe.headline_metric}", float("nan")))
     trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+def _final_eval(trainer, args) -> dict:
+    """The evaluation of the model being saved: reused from the log when the schedule already evaluated it at
+    the last step (an evaluation pass can cost as much as an epoch of a small task), run otherwise."""
+    state = trainer.state
+    evals = [e for e in state.log_history if "eval_loss" in e]
+    if evals and evals[-1].get("step") == state.global_step and not args.load_best_model_at_end:
+        return evals[-1]
+    return trainer.evaluate()
 
 
 def _metrics_fn(recipe, task_data):
@@ -157,12 +179,13 @@ def _metrics_fn(recipe, task_data):
 
 
 def save_run(trainer, tokenizer, resolved: Resolved, label_names: list[str], metrics: dict,
-             output_dir: Path) -> None:
-    """Write the adapter (head included), tokenizer, labels, recipe, metrics, log and plot, all or nothing."""
+             output_dir: Path, state_dict: dict | None = None) -> None:
+    """Write the adapter (head included), tokenizer, labels, recipe, metrics, log and plot, all or nothing.
+    `state_dict` is the model's full state gathered across processes when the weights are sharded."""
     recipe = resolved.recipe
     history = trainer.state.log_history
     with staged_folder(output_dir, last=METRICS_FILE) as stage:
-        trainer.model.save_pretrained(stage)
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(stage, state_dict=state_dict)
         tokenizer.save_pretrained(stage)
         (stage / LABELS_FILE).write_text(json.dumps({"label_names": label_names,
                                                      "text_columns": list(recipe.text_columns),

@@ -46,12 +46,13 @@ def _tokenizer(kind: str, folder: str):
         tok.train_from_iterator(_corpus(), vocab_size=400, min_frequency=2,
                                 special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], show_progress=False)
         tok.save_model(str(out))
-        return RobertaTokenizerFast(vocab_file=str(out / "vocab.json"), merges_file=str(out / "merges.txt"))
+        # transformers 5 ignores vocab_file/merges_file (the tokenizer would know only its 5 special tokens).
+        return RobertaTokenizerFast(vocab=str(out / "vocab.json"), merges=str(out / "merges.txt"))
     tok = BertWordPieceTokenizer(lowercase=True)
     tok.train_from_iterator(_corpus(), vocab_size=400, min_frequency=2, show_progress=False,
                             special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
     tok.save_model(str(out))
-    return BertTokenizerFast(vocab_file=str(out / "vocab.txt"))
+    return BertTokenizerFast(vocab=str(out / "vocab.txt"))
 
 
 def make_tiny_model(model_type: str, folder: Path, *, weights: bool = True, seed: int = 0) -> Path:

@@ -29,7 +29,7 @@ def test_every_recipe_parses_and_builds_training_arguments(task, tmp_path):
     assert args.learning_rate == resolved.training["learning_rate"]
     assert args.optim == "adamw_torch_fused"
     assert args.train_sampling_strategy == "group_by_length"
-    assert args.warmup_steps == pytest.approx(0.06)
+    assert 0 < args.warmup_steps < 1  # a warmup ratio (0.06 in the LoRA paper's RoBERTa setup)
     assert args.metric_for_best_model == recipe.headline_metric
 
 

@@ -1,0 +1,140 @@
+"""Merge the per-task `method:learning_rate=lora:...,full:...` sweeps into one LoRA-against-full table and chart.
+
+    python experiments/compare_tasks.py RUNS OUT_DIR sst2 cola mrpc rte agnews
+
+Reads RUNS/lora_vs_full_<task>/results.csv (written by `train.py --sweep`), writes OUT_DIR/summary.md,
+OUT_DIR/summary.csv and OUT_DIR/lora_vs_full.png. A point is 0.01 of a metric in [0, 1]. The majority-class
+accuracy of each eval set (read with the runs' own recipe.yaml) shows whether a run learnt anything: a gap
+between two runs that both sit at the majority class does not test LoRA against full fine-tuning.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import sys
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from lorakit.data import load_task_data  # noqa: E402
+from lorakit.recipe import Recipe  # noqa: E402
+
+LABELS = {"accuracy": "acc", "f1": "F1", "f1_macro": "macro-F1", "matthews_correlation": "MCC"}
+
+
+def read(runs: Path, task: str) -> dict[str, dict]:
+    with open(runs / f"lora_vs_full_{task}" / "results.csv", newline="") as fh:
+        return {row["method"]: row for row in csv.DictReader(fh)}
+
+
+def majority_accuracy(run_folder: Path) -> float:
+    """Accuracy of always predicting the most common label of the eval rows the run was evaluated on."""
+    saved = yaml.safe_load((run_folder / "recipe.yaml").read_text())
+    recipe = Recipe(**{f.name: saved[f.name] for f in dataclasses.fields(Recipe) if f.name in saved})
+    labels = load_task_data(recipe).eval["labels"]
+    return max(Counter(labels).values()) / len(labels)
+
+
+def summarize(task: str, rows: dict[str, dict], majority: float) -> dict:
+    lora, full = rows["lora"], rows["full"]
+    headline = next(k[len("best_eval_"):] for k in lora if k.startswith("best_eval_"))
+    others = [k[len("eval_"):] for k in lora if k.startswith("eval_") and k != f"eval_{headline}"]
+
+    def value(row, key):
+        return float(row[key]) if row.get(key) else float("nan")
+
+    out = {"task": task, "metric": headline, "lora_lr": lora["learning_rate"], "full_lr": full["learning_rate"],
+           "lora_trainable_percent": float(lora["trainable_percent"]),
+           "lora_best": value(lora, f"best_eval_{headline}"), "full_best": value(full, f"best_eval_{headline}"),
+           "lora_final": value(lora, f"eval_{headline}"), "full_final": value(full, f"eval_{headline}"),
+           "lora_s_per_epoch": value(lora, "s_per_epoch"), "full_s_per_epoch": value(full, "s_per_epoch")}
+    for other in (o for o in others if o != "accuracy"):
+        out[f"lora_final_{other}"] = value(lora, f"eval_{other}")
+        out[f"full_final_{other}"] = value(full, f"eval_{other}")
+    out["majority_accuracy"] = majority
+    out["lora_accuracy"] = value(lora, "eval_accuracy")
+    out["full_accuracy"] = value(full, "eval_accuracy")
+    out["gap_final_points"] = 100 * (out["lora_final"] - out["full_final"])
+    out["gap_best_points"] = 100 * (out["lora_best"] - out["full_best"])
+    return out
+
+
+def verdict(s: dict) -> str:
+    """Within 1 point on the final metric, unless neither run beat the majority class by a point."""
+    if max(s["lora_accuracy"], s["full_accuracy"]) <= s["majority_accuracy"] + 0.01:
+        return "untested: both at the majority class"
+    return "yes" if s["gap_final_points"] >= -1.0 else "no"
+
+
+def markdown(summaries: list[dict]) -> str:
+    header = ["task", "metric", "LoRA final", "full final", "gap (pts)", "LoRA best", "full best", "gap (pts)",
+              "other metrics, final (LoRA / full)", "majority-class acc", "LoRA % trained", "s/epoch LoRA / full",
+              "LoRA within 1 pt (final)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 10 + ["---"]) + "|"]
+    for s in summaries:
+        others = ", ".join(f"{LABELS.get(k[len('lora_final_'):], k)} {s[k]:.4f} / {s['full_' + k[len('lora_'):]]:.4f}"
+                           for k in s if k.startswith("lora_final_"))
+        lines.append("| " + " | ".join([
+            s["task"], LABELS.get(s["metric"], s["metric"]), f"{s['lora_final']:.4f}", f"{s['full_final']:.4f}",
+            f"{s['gap_final_points']:+.1f}", f"{s['lora_best']:.4f}", f"{s['full_best']:.4f}",
+            f"{s['gap_best_points']:+.1f}", others or "-", f"{s['majority_accuracy']:.4f}",
+            f"{s['lora_trainable_percent']:.3f}", f"{s['lora_s_per_epoch']:.0f} / {s['full_s_per_epoch']:.0f}",
+            verdict(s)]) + " |")
+    return "\n".join(lines)
+
+
+def chart(summaries: list[dict], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 4))
+    xs = range(len(summaries))
+    width = 0.38
+    lora = [s["lora_final"] for s in summaries]
+    full = [s["full_final"] for s in summaries]
+    ax.bar([x - width / 2 for x in xs], lora, width, label="LoRA (r=8, query+value)", color="tab:blue")
+    ax.bar([x + width / 2 for x in xs], full, width, label="full fine-tuning", color="tab:gray")
+    for x, lv, fv, s in zip(xs, lora, full, summaries):
+        ax.text(x - width / 2, lv, f"{lv:.3f}", ha="center", va="bottom", fontsize=7)
+        ax.text(x + width / 2, fv, f"{fv:.3f}", ha="center", va="bottom", fontsize=7)
+        # What always answering the most common label scores: accuracy, or 0 for Matthews correlation.
+        chance = 0.0 if s["metric"] == "matthews_correlation" else s["majority_accuracy"]
+        ax.hlines(chance, x - width, x + width, colors="black", linestyles="dashed", linewidth=1.2,
+                  label="majority class" if x == 0 else None)
+    ax.set_xticks(list(xs), [f"{s['task']}\n({LABELS.get(s['metric'], s['metric'])})" for s in summaries])
+    ax.set_ylabel("final eval metric")
+    ax.set_title("LoRA against full fine-tuning, all-MiniLM-L6-v2, short CPU schedules", pad=6)
+    ax.set_ylim(0, 1.05)
+    ax.legend(loc="upper center", ncol=3, fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> int:
+    runs, out, tasks = Path(argv[0]), Path(argv[1]), argv[2:]
+    summaries = []
+    for task in tasks:
+        rows = read(runs, task)
+        majority = majority_accuracy(runs / f"lora_vs_full_{task}" / rows["lora"]["setting"])
+        summaries.append(summarize(task, rows, majority))
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown(summaries)
+    (out / "summary.md").write_text(table + "\n")
+    with open(out / "summary.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for s in summaries for k in s)))
+        writer.writeheader()
+        writer.writerows(summaries)
+    chart(summaries, out / "lora_vs_full.png")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,105 @@
+"""Quantised backbones (QLoRA): the frozen backbone in 4-bit NF4 or 8-bit with bitsandbytes, LoRA on top.
+
+`--load_in_4bit` follows the QLoRA paper (Dettmers et al. 2023): NF4 weights, double quantisation of the
+scales, matmuls in bf16 where the device has it. `--load_in_8bit` is LLM.int8(). Both run on GPUs and, with
+the pinned bitsandbytes 0.50, on x86 CPUs. The classification head and any pooler are never quantised: PEFT
+trains them as full-precision copies (modules_to_save), which a bitsandbytes layer cannot be.
+
+Merging is done by dequantising (`load_dequantized`): the backbone is loaded quantised exactly as in training,
+then its weights are expanded back to fp32, and LoRA is folded into those. The adapter was fitted to the
+rounded weights: folding it into the original unrounded ones would predict differently from what was
+evaluated, and merging into the quantised layers themselves (PEFT re-quantises the sum) would lose every part
+of the low-rank update smaller than a quantisation step.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+from transformers import BitsAndBytesConfig, PretrainedConfig
+
+from . import hardware
+from .errors import UsageError
+from .recipe import Recipe
+
+# Modules bitsandbytes must leave in full precision: the heads PEFT trains for sequence classification
+# (`classifier`, `score`; DistilBERT's `pre_classifier`) and every pooler (DeBERTa's is trained with the
+# head, BERT's is pretrained and small). Patterns follow transformers' llm_int8_skip_modules matching:
+# a prefix ending at a module boundary, or a regular expression.
+FULL_PRECISION_MODULES = ["classifier", "pre_classifier", "score", r".*pooler"]
+
+
+def compute_dtype() -> torch.dtype:
+    """bf16 where the device multiplies it natively (Ampere+ GPUs, AVX-512-BF16/AMX CPUs), else fp32."""
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if hardware.cpu_has_bf16() else torch.float32
+
+
+def _device_map() -> dict:
+    if torch.cuda.is_available():
+        from accelerate import PartialState
+
+        # One whole copy per process on its own GPU (DDP); without it every rank would load onto cuda:0.
+        return {"": PartialState().local_process_index}
+    return {"": "cpu"}
+
+
+def bnb_config(bits: int) -> BitsAndBytesConfig:
+    """The kit's bitsandbytes settings: QLoRA's NF4 with double quantisation for 4 bits, LLM.int8() for 8."""
+    if bits == 4:
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=compute_dtype(), llm_int8_skip_modules=FULL_PRECISION_MODULES)
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=FULL_PRECISION_MODULES)
+
+
+def quantization_kwargs(recipe: Recipe, config: PretrainedConfig) -> dict:
+    """`from_pretrained` kwargs that load the backbone quantised as the recipe asks (4-bit NF4 or 8-bit)."""
+    flag = "--load_in_4bit" if recipe.load_in_4bit else "--load_in_8bit"
+    if recipe.method != "lora":
+        raise UsageError(f"{flag} freezes the backbone as quantised weights, which method {recipe.method!r} "
+                         f"would train; use --method lora or drop {flag}")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise UsageError(f"{flag} needs bitsandbytes; pip install -r requirements.txt")
+    return {"quantization_config": bnb_config(4 if recipe.load_in_4bit else 8), "device_map": _device_map()}
+
+
+def _autocast_output(module, args, output):
+    """Under autocast, return what nn.Linear would: the autocast dtype (bitsandbytes returns the input's dtype).
+    Mixed, the two break code that takes one tensor's dtype for another: DeBERTa fills bf16 attention scores
+    with the float32 query's minimum, which overflows."""
+    device = output.device.type
+    return output.to(torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else None
+
+
+def prepare_quantized(model: torch.nn.Module) -> torch.nn.Module:
+    """The quantised backbone made ready for LoRA: every weight frozen and any half-precision weight outside
+    bitsandbytes upcast to fp32 (PEFT's prepare_model_for_kbit_training); the quantised layers return the
+    autocast dtype under autocast, as nn.Linear does, and 4-bit layers keep their trainable kernel on CPUs."""
+    import bitsandbytes as bnb
+    from peft import prepare_model_for_kbit_training
+
+    # Gradient checkpointing stays a recipe choice (activation_checkpointing), not forced here.
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    for module in model.modules():
+        if isinstance(module, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)):
+            module.register_forward_hook(_autocast_output)
+        if isinstance(module, bnb.nn.Linear4bit):
+            # On AVX-512-BF16 CPUs bitsandbytes repacks 4-bit weights in place for an inference kernel the first
+            # time a layer runs in eval mode without gradients. That kernel has no backward (training after an
+            # evaluation fails) and the repacking rounds the scales to bf16, changing the frozen base under the
+            # adapter.
+            module.support_avx512bf16_for_cpu = False
+    return model
+
+
+def load_dequantized(model_name_or_path: str, config: PretrainedConfig, bits: int) -> torch.nn.Module:
+    """The classifier backbone with the weights a `bits`-bit run trained against, as plain fp32 nn.Linear layers:
+    loaded quantised with the kit's settings, then dequantised. Merge a QLoRA adapter into this model."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_name_or_path, config=config, dtype=torch.float32, use_safetensors=True,
+        quantization_config=bnb_config(bits), device_map=_device_map())
+    return model.dequantize(dtype=torch.float32)

@@ -1,0 +1,104 @@
+"""The speed benchmark's own code paths, on tiny models (timings are measured, never asserted): the FLOP formula
+against torch's FLOP counter, the matmul bound, both training pipelines, and the one command end to end."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import AutoModelForSequenceClassification, BertConfig, RobertaConfig
+
+from bench import hardware, run, training
+from conftest import REPO, minilm_path
+
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+            max_position_embeddings=130)
+
+
+@pytest.mark.parametrize("config_class", [BertConfig, RobertaConfig])
+@pytest.mark.parametrize("tokens", [7, 20])
+def test_flop_formula_counts_every_matmul_torch_counts(config_class, tokens):
+    config = config_class(vocab_size=100, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+                          intermediate_size=96, num_labels=3)
+    torch.manual_seed(0)
+    # Eager attention: torch's counter has no formula for the CPU SDPA kernel, so it would miss the T^2 terms.
+    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+    model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=8, target_modules=["query", "value"]))
+    batch = {"input_ids": torch.randint(3, 100, (1, tokens)), "labels": torch.tensor([1])}
+    with FlopCounterMode(display=False) as train_count:
+        model(**batch).loss.backward()
+    with FlopCounterMode(display=False) as forward_count, torch.no_grad():
+        model(**batch)
+    shapes = hardware.model_shapes(model.config)
+    assert hardware.lora_train_flops(shapes, tokens) == train_count.get_total_flops()
+    assert hardware.lora_forward_flops(shapes, tokens) == forward_count.get_total_flops()
+
+
+def test_matmul_bound_measures_each_shape_and_their_mix():
+    bound = hardware.matmul_bound(32, 48, tokens=64, threads=1, repeats=1)
+    for dtype in ("fp32", "bf16"):
+        rates = bound[dtype]
+        assert all(rates[k] > 0 for k in ("hh", "hi", "ih"))
+        # A FLOP-weighted harmonic mean lies between its slowest and fastest member.
+        assert min(rates["hh"], rates["hi"], rates["ih"]) <= rates["mix"] <= max(rates["hh"], rates["hi"], rates["ih"])
+    best = hardware.best_of([bound, {**bound, "bf16": {k: v * 2 for k, v in bound["bf16"].items()}}])
+    assert best["bf16"]["mix"] == 2 * bound["bf16"]["mix"] and best["fp32"] == bound["fp32"]
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A tiny random BERT with MiniLM's real tokenizer, so token counts are the real ones."""
+    folder = tmp_path_factory.mktemp("bench") / "tiny-bert"
+    return training.random_model(folder, "bert", str(minilm_path()), **TINY)
+
+
+def test_plain_pipeline_pads_every_text_to_128_in_fp32_batches_of_16(tiny_bert):
+    result = training.measure("plain", tiny_bert, "sst2", 48, plain_steps=2)
+    assert (result["batch"], result["precision"], result["samples"]) == (16, "fp32", 32)  # step 1 is not timed
+    assert result["padded_tokens"] == 2 * 16 * training.MAX_LENGTH
+    lengths = training.token_lengths(tiny_bert, training.WORKLOADS["sst2"], 48)
+    assert result["mean_tokens"] == pytest.approx(statistics.fmean(lengths))
+    assert result["padded_tokens_per_s"] / result["tokens_per_s"] == pytest.approx(128 / statistics.fmean(lengths))
+    assert result["padded_flops_per_sample"] > result["flops_per_sample"] > 0
+    assert result["peak_rss_mb"] > 0
+
+
+@pytest.mark.parametrize("workload", ["sst2", "agnews"])
+def test_kit_pipeline_runs_train_py_code_on_the_shipped_recipe(tiny_bert, workload):
+    result = training.measure("kit", tiny_bert, workload, 40, eval_samples=16)
+    assert result["samples"] == 40 and result["timed"] == "epoch 2"
+    # The recipe's batch size, the kit's precision decision for this CPU.
+    assert result["batch"] == {"sst2": 16, "agnews": 32}[workload]
+    from lorakit.hardware import cpu_has_bf16
+
+    assert result["precision"].startswith("bf16") == cpu_has_bf16()
+    lengths = training.token_lengths(tiny_bert, training.WORKLOADS[workload], 40)
+    # Dynamic padding: the timed epoch executes every real token and at most the longest row's length per row.
+    assert sum(lengths) <= result["padded_tokens"] <= 40 * max(lengths) < 40 * training.MAX_LENGTH
+    assert result["eval_samples_per_s"] > 0 and result["first_epoch_samples_per_s"] > 0
+
+
+def test_a_missing_benchmark_is_reported_not_raised():
+    status, message = run.run_other("no_such_benchmark", tiny=True)
+    assert status == "missing" and "bench/no_such_benchmark.py is missing" in message
+
+
+def test_one_command_prints_the_table_and_writes_every_figure(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "--tiny", "--skip_others", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    names = [p["name"] for p in data["phases"]]
+    assert names == ["tiny-bert sst2 plain", "tiny-bert sst2 kit", "tiny-roberta sst2 plain", "tiny-roberta sst2 kit"]
+    assert all(len(p["results"]) == 1 and not p["errors"] for p in data["phases"])
+    assert set(data["bounds"]) == {"tiny-bert", "tiny-roberta"}
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| tiny-")]
+    ratios = [line for line in table if line.rstrip(" |").endswith("x**")]
+    assert len(ratios) == 2, proc.stdout  # b/a on each kit row

@@ -1,0 +1,106 @@
+"""Reliability of training runs: kill -9 then resume gives the uninterrupted result, runs are deterministic,
+final files appear all or nothing, and the Hub token is written nowhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import GLUE, REPO, run_script, tree
+from lorakit.fileio import staged_folder
+
+# Small enough to finish in seconds, long enough (4 checkpoints) to be killed half way.
+RUN = ["--task", "sst2", "--dataset_name", str(GLUE), "--max_train_samples", "128", "--max_eval_samples", "64",
+       "--num_train_epochs", "2", "--per_device_train_batch_size", "16", "--max_seq_length", "64",
+       "--eval_strategy", "steps", "--eval_steps", "4", "--save_strategy", "steps", "--save_steps", "4",
+       "--logging_steps", "2", "--save_total_limit", "2", "--load_best_model_at_end", "false"]
+COMPARED = ("eval_loss", "eval_accuracy", "train_loss", "trainable_params", "total_params", "best_eval_accuracy")
+
+
+def _train(model: Path, out: Path, *extra: str) -> dict:
+    proc = run_script("train.py", *RUN, "--model_name_or_path", str(model), "--output_dir", str(out), *extra)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_roberta, tmp_path_factory) -> dict:
+    return _train(tiny_roberta, tmp_path_factory.mktemp("ref") / "run")
+
+
+def test_same_seed_same_metrics(reference, tiny_roberta, tmp_path):
+    again = _train(tiny_roberta, tmp_path / "again")
+    assert {k: again[k] for k in COMPARED} == {k: reference[k] for k in COMPARED}
+
+
+def test_kill_9_then_resume_matches_the_uninterrupted_run(reference, tiny_roberta, tmp_path):
+    out = tmp_path / "killed"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "train.py", *RUN, "--model_name_or_path", str(tiny_roberta),
+                             "--output_dir", str(out)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        # trainer_state.json is the last file Trainer writes into a checkpoint: the checkpoint is complete.
+        while not (out / "checkpoint-4" / "trainer_state.json").exists():
+            assert proc.poll() is None, "training ended before its first checkpoint"
+            assert time.time() < deadline, "no checkpoint within 5 minutes"
+            time.sleep(0.05)
+        time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "metrics.json").exists(), "the run finished before it could be killed"
+
+    resumed = _train(tiny_roberta, out, "--resume_from_checkpoint", "latest")
+    assert {k: resumed[k] for k in COMPARED if k != "train_loss"} == \
+           {k: reference[k] for k in COMPARED if k != "train_loss"}
+    # The resumed half's log continues where the checkpoint stopped.
+    steps = [e["step"] for e in json.loads((out / "log_history.json").read_text()) if "eval_loss" in e]
+    assert steps == sorted(steps) and steps[-1] == 16
+
+
+def test_checkpoints_are_rotated(reference, tiny_roberta, tmp_path):
+    out = tmp_path / "rot"
+    _train(tiny_roberta, out)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-16"]
+
+
+def test_staged_write_interrupted_leaves_the_old_folder_as_it_was(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text("old")
+    (out / "adapter_model.safetensors").write_bytes(b"old weights")
+    before = tree(out)
+    with pytest.raises(RuntimeError):
+        with staged_folder(out, last="metrics.json") as stage:
+            (stage / "adapter_model.safetensors").write_bytes(b"new weights")
+            raise RuntimeError("killed while saving")
+    assert tree(out) == before
+    assert (out / "adapter_model.safetensors").read_bytes() == b"old weights"
+    with staged_folder(out, last="metrics.json") as stage:
+        (stage / "adapter_model.safetensors").write_bytes(b"new weights")
+        (stage / "metrics.json").write_text("new")
+    assert (out / "metrics.json").read_text() == "new" and sorted(p.name for p in out.iterdir()) == \
+           ["adapter_model.safetensors", "metrics.json"]
+
+
+def test_hub_token_is_written_nowhere(tiny_roberta, tmp_path):
+    sentinel = "hf_SENTINELtokenDoNotLeak0123456789"
+    out = tmp_path / "run"
+    proc = run_script("train.py", *RUN, "--model_name_or_path", str(tiny_roberta), "--output_dir", str(out),
+                      "--max_train_samples", "32", env={"HF_TOKEN": sentinel, "HUGGING_FACE_HUB_TOKEN": sentinel})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sentinel not in proc.stdout + proc.stderr
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.name == "training_args.bin" for p in files)  # checkpoints were written and are searched too
+    for path in files:
+        assert sentinel.encode() not in path.read_bytes(), path
