@@ -149,7 +149,7 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
     # each rank draws its own dropout masks. The data order stays in step: accelerate syncs the sampler's RNG.
     set_seed(args.seed + args.process_index)
     train_output = trainer.train(resume_from_checkpoint=resume)
-    final_eval = _final_eval(trainer, args)
+    final_eval = trainer.evaluate()
     metrics = report.summarize(trainer.state.log_history, final_eval, train_output, params.as_dict(),
                                recipe.headline_metric)
     # Under FSDP and DeepSpeed ZeRO-3 the weights are sharded: gathering them is a collective all ranks join.
@@ -160,16 +160,6 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
                  metrics.get(f"eval_{recipe.headline_metric}", float("nan")))
     trainer.accelerator.wait_for_everyone()
     return metrics
-
-
-def _final_eval(trainer, args) -> dict:
-    """The evaluation of the model being saved: reused from the log when the schedule already evaluated it at
-    the last step (an evaluation pass can cost as much as an epoch of a small task), run otherwise."""
-    state = trainer.state
-    evals = [e for e in state.log_history if "eval_loss" in e]
-    if evals and evals[-1].get("step") == state.global_step and not args.load_best_model_at_end:
-        return evals[-1]
-    return trainer.evaluate()
 
 
 def _metrics_fn(recipe, task_data):
