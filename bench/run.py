@@ -1,6 +1,6 @@
 """The speed benchmark: one command, one run, every figure of BENCHMARKS.md side by side.
 
-    python -m bench.run                      # MiniLM-L6 and a roberta-base-shaped model, ~15 minutes on 2 cores
+    python -m bench.run                      # MiniLM-L6 and a roberta-base-shaped model (2 rounds)
     python -m bench.run --tiny               # tiny random models, a few steps: exercises every code path
     python -m bench.run --json results.json  # also keep the raw figures
 
