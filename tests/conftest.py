@@ -118,6 +118,14 @@ def run_script(*args: str, cwd: Path = REPO, env: dict | None = None, stdin: str
                           text=True, timeout=timeout)
 
 
+def train_quick_sst2(model: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """train.py on a few SST-2 rows (QUICK) from the offline mirror; asserts it succeeded."""
+    proc = run_script("train.py", "--task", "sst2", "--model_name_or_path", str(model), "--dataset_name", str(GLUE),
+                      *QUICK, "--output_dir", str(out), *extra)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 def tree(folder: Path) -> dict[str, float]:
     """Every file under `folder` with its modification time: equal before and after means nothing was written."""
     if not folder.exists():

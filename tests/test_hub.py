@@ -11,7 +11,7 @@ import pytest
 import yaml
 from huggingface_hub import HfApi, ModelCard, RepoUrl
 
-from conftest import GLUE, QUICK, run_script, tree
+from conftest import GLUE, QUICK, run_script, train_quick_sst2, tree
 from lorakit import hub
 from lorakit.errors import UsageError
 
@@ -23,9 +23,7 @@ UPLOADED = {"README.md", "adapter_config.json", "adapter_model.safetensors", "to
 @pytest.fixture(scope="module")
 def run_dir(tiny_roberta, tmp_path_factory):
     out = tmp_path_factory.mktemp("hub") / "sst2"
-    proc = run_script("train.py", "--task", "sst2", "--model_name_or_path", str(tiny_roberta),
-                      "--dataset_name", str(GLUE), *QUICK, "--output_dir", str(out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_quick_sst2(tiny_roberta, out)
     return out
 
 

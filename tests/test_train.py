@@ -12,7 +12,7 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from conftest import GLUE, QUICK, make_tiny_model, run_script, tree
+from conftest import GLUE, QUICK, make_tiny_model, run_script, train_quick_sst2, tree
 
 ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
                  "labels.json", "recipe.yaml", "metrics.json", "log_history.json", "learning_curve.png"}
@@ -37,10 +37,7 @@ def expected_counts(hidden: int, layers: int, r: int, n_targets: int, num_labels
 @pytest.fixture(scope="module")
 def sst2_run(tiny_roberta, tmp_path_factory):
     out = tmp_path_factory.mktemp("sst2") / "run"
-    proc = run_script("train.py", "--task", "sst2", "--model_name_or_path", str(tiny_roberta),
-                      "--dataset_name", str(GLUE), *QUICK, "--output_dir", str(out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc
+    return out, train_quick_sst2(tiny_roberta, out)
 
 
 def test_sst2_writes_a_self_contained_adapter(sst2_run, tiny_roberta):
