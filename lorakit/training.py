@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import yaml
@@ -60,9 +61,7 @@ def _resume_path(resolved: Resolved, output_dir: Path) -> str | None:
     if not value:
         return None
     if value == "latest":
-        from transformers.trainer_utils import get_last_checkpoint
-
-        last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+        last = last_complete_checkpoint(output_dir)
         if last is None:
             raise UsageError(f"--resume_from_checkpoint latest found no checkpoint-* in {str(output_dir)!r}; "
                              "pass the interrupted run's own --output_dir, or drop the flag to start afresh")
@@ -70,6 +69,25 @@ def _resume_path(resolved: Resolved, output_dir: Path) -> str | None:
     if not Path(value).is_dir():
         raise UsageError(f"checkpoint {value!r} not found; pass a checkpoint-N folder or 'latest'")
     return value
+
+
+def last_complete_checkpoint(output_dir: Path) -> str | None:
+    """The newest checkpoint-N folder that was written to the end, or None.
+
+    A run killed while saving leaves a checkpoint without its trainer_state.json (Trainer writes that file last)
+    or with a truncated one; transformers' get_last_checkpoint would pick it and the resume would fail.
+    """
+    if not output_dir.is_dir():
+        return None
+    found = sorted((int(m.group(1)), p) for p in output_dir.iterdir()
+                   if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name)))
+    for _, path in reversed(found):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        return str(path)
+    return None
 
 
 def prepare(resolved: Resolved, *, load_weights: bool = True):
@@ -97,7 +115,7 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
 
     `callbacks` (transformers.TrainerCallback) are handed to the Trainer: the benchmark times steps with one.
     """
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import TrainingArguments, set_seed
 
     recipe = resolved.recipe
     kwargs, notes = training_arguments(resolved)
@@ -142,7 +160,7 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
     # multiply it by the number of processes (train and eval loss doubled under 2-process DDP) and not divide it
     # by gradient_accumulation_steps (gradients that many times too large).
     (model.get_base_model() if modeling.is_peft(model) else model).accepts_loss_kwargs = False
-    trainer = Trainer(model=model, args=args, train_dataset=tokenized.train, eval_dataset=tokenized.eval,
+    trainer = trainer_class()(model=model, args=args, train_dataset=tokenized.train, eval_dataset=tokenized.eval,
                       processing_class=tokenizer, data_collator=collator,
                       compute_metrics=_metrics_fn(recipe, task_data), callbacks=callbacks)
     # The model was built alike on every process (same seed), and Trainer seeded them alike again; from here
@@ -160,6 +178,41 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
                  metrics.get(f"eval_{recipe.headline_metric}", float("nan")))
     trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+def trainer_class():
+    """Trainer whose length-grouped sampler shuffles from its own generator, seeded by (seed, epoch).
+
+    transformers' LengthGroupedSampler draws from the global RNG. Each rank seeds that RNG differently (its own
+    dropout masks), so under DDP the ranks would cut their shards from different permutations (samples seen
+    twice, others never); and a run resumed mid-epoch would re-draw that epoch's order from a different RNG state
+    than the uninterrupted run had. Trainer and accelerate call set_epoch on the sampler before every epoch.
+    """
+    import torch
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+        def __init__(self, batch_size: int, lengths: list[int], seed: int):
+            super().__init__(batch_size, lengths=lengths)
+            self.seed, self.epoch = seed, 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def __iter__(self):
+            self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            return super().__iter__()
+
+    class KitTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            sampler = super()._get_train_sampler(train_dataset)
+            if type(sampler) is LengthGroupedSampler:
+                seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+                sampler = EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+            return sampler
+
+    return KitTrainer
 
 
 def _metrics_fn(recipe, task_data):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 
 from conftest import GLUE, REPO, run_script, tree
 from lorakit.fileio import staged_folder
+from lorakit.training import last_complete_checkpoint
 
 # Small enough to finish in seconds, long enough (4 checkpoints) to be killed half way.
 RUN = ["--task", "sst2", "--dataset_name", str(GLUE), "--max_train_samples", "128", "--max_eval_samples", "64",
@@ -68,10 +70,57 @@ def test_kill_9_then_resume_matches_the_uninterrupted_run(reference, tiny_robert
     assert steps == sorted(steps) and steps[-1] == 16
 
 
+def test_resume_mid_second_epoch_sees_the_same_data_order(reference, tiny_roberta, tmp_path):
+    # Step 12 is half way through epoch 2: the epoch's shuffle must be re-drawn exactly as the first run drew it.
+    _train(tiny_roberta, tmp_path / "full", "--save_total_limit", "10")
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copytree(tmp_path / "full" / "checkpoint-12", out / "checkpoint-12")
+    resumed = _train(tiny_roberta, out, "--resume_from_checkpoint", "latest")
+    # train_loss is Trainer's mean over the steps this process ran, so it differs after any resume.
+    assert {k: resumed[k] for k in COMPARED if k != "train_loss"} == \
+           {k: reference[k] for k in COMPARED if k != "train_loss"}
+
+
+def test_length_grouped_order_depends_on_seed_and_epoch_only(tiny_roberta):
+    import torch
+    from transformers import TrainingArguments
+
+    from lorakit.training import trainer_class
+
+    lengths = [(7 * i) % 50 + 1 for i in range(200)]
+    args = TrainingArguments(output_dir="unused", per_device_train_batch_size=4, seed=3, use_cpu=True,
+                             train_sampling_strategy="group_by_length", report_to=[])
+    trainer = trainer_class()(model=torch.nn.Linear(1, 1), args=args,
+                              train_dataset=[{"input_ids": [0] * n} for n in lengths])
+    sampler = trainer._get_train_sampler()
+
+    def order(epoch, rng_seed):
+        torch.manual_seed(rng_seed)  # each rank's global RNG differs (its own dropout seed)
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    assert order(0, 1) == order(0, 2) and sorted(order(0, 1)) == list(range(200))
+    assert order(1, 1) == order(1, 2) != order(0, 1)
+
+
+def test_latest_skips_a_checkpoint_killed_while_saving(tmp_path):
+    for step, state in ((4, "{}"), (8, '{"global_st'), (12, None)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if state is not None:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoint-x").mkdir()
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    assert last_complete_checkpoint(tmp_path / "missing") is None
+
+
 def test_checkpoints_are_rotated(reference, tiny_roberta, tmp_path):
     out = tmp_path / "rot"
     _train(tiny_roberta, out)
-    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-16"]
+    # save_total_limit 2 keeps the newest checkpoint and the best one (or the one before the newest).
+    best = json.loads((out / "checkpoint-16" / "trainer_state.json").read_text())["best_model_checkpoint"]
+    kept = {Path(best).name} if Path(best).name != "checkpoint-16" else {"checkpoint-12"}
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == sorted(kept | {"checkpoint-16"})
 
 
 def test_staged_write_interrupted_leaves_the_old_folder_as_it_was(tmp_path):
