@@ -111,16 +111,17 @@ def _label_names(recipe: Recipe, train: Dataset) -> list[str]:
 
 
 def _to_ids(split: Dataset, name: str, recipe: Recipe, label_names: list[str]) -> Dataset:
-    """Labels as integers in [0, num_labels); a label outside the set is a UsageError naming it and its row."""
+    """Labels as integers in [0, num_labels) in a `labels` column; a label outside the set is a UsageError naming
+    it and its row. A `map`, so that datasets caches it beside the source and the tokenisation after it."""
     column = recipe.label_column_name
-    values = split[column]
     label2id = {n: i for i, n in enumerate(label_names)}
     is_class_label = isinstance(split.features[column], ClassLabel)
-    ids = []
-    for row, value in enumerate(values):
+    count = len(label_names)
+
+    def to_id(value, row):
         if isinstance(value, str) and not is_class_label:
             label = label2id.get(value)
-        elif isinstance(value, (int,)) and not isinstance(value, bool) and 0 <= value < len(label_names):
+        elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < count:
             label = value
         elif isinstance(value, int) and str(value) in label2id:  # integer labels named by their string form
             label = label2id[str(value)]
@@ -129,8 +130,20 @@ def _to_ids(split: Dataset, name: str, recipe: Recipe, label_names: list[str]) -
         if label is None:
             raise UsageError(f"label {value!r} in {name} row {row} is not in the task's label set {label_names}; "
                              "fix the data or set label_names in the recipe")
-        ids.append(label)
-    return split.remove_columns(column).add_column("labels", ids)
+        return label
+
+    def encode(batch, rows):
+        return {"labels": [to_id(v, r) for v, r in zip(batch[column], rows)]}
+
+    return split.map(encode, batched=True, with_indices=True, remove_columns=[column],
+                     features=_with_labels(split, column), desc=f"Checking {name} labels")
+
+
+def _with_labels(split: Dataset, column: str) -> datasets.Features:
+    features = split.features.copy()
+    del features[column]
+    features["labels"] = datasets.Value("int64")
+    return features
 
 
 def load_task_data(recipe: Recipe) -> TaskData:
