@@ -137,11 +137,16 @@ def cold_start(adapter: Path, runs: int) -> dict:
 
     model_type = AutoConfig.from_pretrained(_base_of(adapter)).model_type.replace("-", "_")
     module = f"transformers.models.{model_type}.modeling_{model_type}"
+    bare = ("import sys, torch; from transformers import AutoModelForSequenceClassification as M, AutoTokenizer as T; "
+            "m = M.from_pretrained(sys.argv[1]).eval(); t = T.from_pretrained(sys.argv[1]); "
+            "torch.no_grad()(lambda: m(**t([sys.argv[2]], return_tensors='pt')))()")
     commands = {
         "python": [sys.executable, "-c", "pass"],
         "+ import torch": [sys.executable, "-c", "import torch"],
         "+ transformers, lorakit": [sys.executable, "-c", f"import lorakit.inference, {module}"],
         "infer.py, one headline": [sys.executable, "infer.py", "--adapter", str(adapter), HEADLINE],
+        # The floor: transformers alone loading the bare base model and classifying one text (no adapter).
+        "transformers alone, bare base, one headline": [sys.executable, "-c", bare, _base_of(adapter), HEADLINE],
         # What loading every adapter through PEFT would add (infer.py merges the kit's own without it).
         "peft too": [sys.executable, "-c", f"import lorakit.inference, {module}, peft"],
     }
@@ -180,11 +185,14 @@ def table(result: dict) -> str:
     lines += ["", f"Cold start, fresh processes, median of {result['cold_runs']}:", "",
               "| process | wall s | added s |", "|---|---:|---:|"]
     previous = 0.0
+    floor = "transformers alone, bare base, one headline"
     for name, wall in cold.items():
-        if name != "peft too":
+        if name not in ("peft too", floor):
             lines.append(f"| {name} | {wall:.2f} | {wall - previous:+.2f} |")
             previous = wall
-    lines += ["", f"Importing peft as well would add {cold['peft too'] - cold['+ transformers, lorakit']:.2f} s."]
+    lines += ["", f"transformers alone, loading the bare base model and classifying one text: {cold[floor]:.2f} s; "
+                  f"infer.py / that = {cold['infer.py, one headline'] / cold[floor]:.2f}.",
+              f"Importing peft as well would add {cold['peft too'] - cold['+ transformers, lorakit']:.2f} s."]
     return "\n".join(lines)
 
 

@@ -196,8 +196,16 @@ def tokenize(data: TaskData, tokenizer, recipe: Recipe) -> TaskData:
     return TaskData(train=run(data.train, "train"), eval=run(data.eval, "eval"), label_names=data.label_names)
 
 
+@dataclass
 class PaddingCollator(DataCollatorWithPadding):
-    """Pads each batch to its own longest row; drops the `length` column the length-grouped sampler reads."""
+    """Pads each batch to its own longest row, rounded up to a multiple of 8; drops the `length` column the
+    length-grouped sampler reads.
+
+    The multiple of 8 fits tensor-core tiles on GPUs; on CPUs it gives oneDNN and the allocator 8x fewer distinct
+    shapes (bench.training, MiniLM: AG News +10-15% samples/s, peak RSS 2.5 -> 2.1 GB; SST-2's short sentences
+    within noise, peak RSS 1.3 -> 1.0 GB)."""
+
+    pad_to_multiple_of: int | None = 8
 
     def __call__(self, features):
         features = [{k: v for k, v in f.items() if k != "length"} for f in features]

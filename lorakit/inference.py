@@ -99,6 +99,7 @@ class ModelFolder:
     adapter_config: dict = field(default_factory=dict)
     lora_impl: str = "peft"
     from_kit: bool = False  # trained by this kit (recipe.yaml beside it), hence plain LoRA
+    quantized_bits: int | None = None  # the backbone was trained 4- or 8-bit (QLoRA): merge into those weights
 
     @property
     def is_pair(self) -> bool:
@@ -148,7 +149,8 @@ def read_folder(path: Path, base_model: str | None = None) -> ModelFolder:
                        text_columns=list(labels.get("text_columns") or ["text"]),
                        max_seq_length=labels.get("max_seq_length"), base_model=base if is_adapter else None,
                        adapter_config=adapter_config, lora_impl=recipe.get("lora_impl", "peft"),
-                       from_kit=bool(recipe))
+                       from_kit=bool(recipe),
+                       quantized_bits=4 if recipe.get("load_in_4bit") else 8 if recipe.get("load_in_8bit") else None)
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -181,19 +183,29 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def _load_base(name: str, label_names: list[str], folder: Path):
-    """The backbone with a classification head for `label_names`, and the parameter names it lacked."""
+def _load_base(name: str, label_names: list[str], folder: Path, quantized_bits: int | None = None):
+    """The backbone with a classification head for `label_names`, and the parameter names it lacked.
+
+    For a QLoRA adapter (`quantized_bits`), the backbone is loaded quantised as in training and dequantised to
+    fp32: the adapter was fitted to those rounded weights (lorakit/quantization.py says why)."""
+    kwargs = {}
+    if quantized_bits:
+        from .quantization import quantized_load_kwargs
+
+        kwargs = quantized_load_kwargs(quantized_bits)
     try:
         config = AutoConfig.from_pretrained(
             name, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
             label2id={n: i for i, n in enumerate(label_names)}, trust_remote_code=False)
         model, info = AutoModelForSequenceClassification.from_pretrained(
             name, config=config, dtype=torch.float32, use_safetensors=True, trust_remote_code=False,
-            output_loading_info=True)
+            output_loading_info=True, **kwargs)
     except (OSError, ValueError) as err:
         raise UsageError(f"base model {name!r} of adapter {str(folder)!r} could not be loaded "
                          f"({str(err).splitlines()[0]}); pass --base_model with a local copy of it or a Hub id in "
                          "your cache") from None
+    if quantized_bits:
+        model = model.dequantize(dtype=torch.float32)
     return model, set(info["missing_keys"])
 
 
@@ -282,7 +294,7 @@ def _load_model(info: ModelFolder, tokenizer, merge: bool) -> tuple[torch.nn.Mod
         return model, info.label_names or [model.config.id2label[i] for i in range(model.config.num_labels)]
     labels, base = info.label_names, info.base_model
     tensors = _read_safetensors(info.path / ADAPTER_FILES[1])
-    model, untrained = _load_base(base, labels, info.path)
+    model, untrained = _load_base(base, labels, info.path, info.quantized_bits)
     embeddings = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > embeddings:
         raise _mismatch(info.path, base, f"its tokenizer has {len(tokenizer)} tokens, the base's embeddings "

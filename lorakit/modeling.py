@@ -155,6 +155,23 @@ def build_model(recipe: Recipe, config: PretrainedConfig, *, random_weights: boo
     return apply_method(recipe, model, config)
 
 
+def store_frozen_linears(model: torch.nn.Module, dtype: torch.dtype) -> int:
+    """Keep every frozen nn.Linear (weight and bias) in `dtype`, the autocast dtype; returns how many.
+
+    Autocast casts a Linear's fp32 weight to bf16/fp16 at every call, and caches nothing for weights that need no
+    gradient: each step re-reads and re-writes every frozen matrix. Stored in that dtype already, the forward and
+    backward compute exactly the same numbers (tests/test_train.py checks bit-equality), the step is faster and
+    the frozen weights take half the memory. LoRA matrices, the head and every non-Linear weight (embeddings,
+    LayerNorm) stay fp32.
+    """
+    count = 0
+    for module in model.modules():
+        if type(module) is torch.nn.Linear and not any(p.requires_grad for p in module.parameters()):
+            module.to(dtype)
+            count += 1
+    return count
+
+
 @dataclass
 class ParamReport:
     total: int

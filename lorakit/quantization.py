@@ -60,9 +60,14 @@ def quantization_kwargs(recipe: Recipe, config: PretrainedConfig) -> dict:
     if recipe.method != "lora":
         raise UsageError(f"{flag} freezes the backbone as quantised weights, which method {recipe.method!r} "
                          f"would train; use --method lora or drop {flag}")
+    return quantized_load_kwargs(4 if recipe.load_in_4bit else 8)
+
+
+def quantized_load_kwargs(bits: int) -> dict:
+    """`from_pretrained` kwargs for the kit's `bits`-bit backbone, on this process's device."""
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise UsageError(f"{flag} needs bitsandbytes; pip install -r requirements.txt")
-    return {"quantization_config": bnb_config(4 if recipe.load_in_4bit else 8), "device_map": _device_map()}
+        raise UsageError(f"a {bits}-bit backbone needs bitsandbytes; pip install -r requirements.txt")
+    return {"quantization_config": bnb_config(bits), "device_map": _device_map()}
 
 
 def _autocast_output(module, args, output):
@@ -100,6 +105,5 @@ def load_dequantized(model_name_or_path: str, config: PretrainedConfig, bits: in
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(
-        model_name_or_path, config=config, dtype=torch.float32, use_safetensors=True,
-        quantization_config=bnb_config(bits), device_map=_device_map())
+        model_name_or_path, config=config, dtype=torch.float32, use_safetensors=True, **quantized_load_kwargs(bits))
     return model.dequantize(dtype=torch.float32)

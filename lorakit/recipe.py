@@ -135,6 +135,19 @@ def _allows_none(tp) -> bool:
     return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
 
 
+def _to_number(kind: type, value):
+    if kind is bool:
+        return _parse_bool(value)
+    if kind is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(value)
+        number = float(value) if isinstance(value, str) else value
+        if not float(number).is_integer():  # 2.5 is not a rank; never truncate silently
+            raise ValueError(value)
+        return int(number)
+    return float(value)
+
+
 def coerce(key: str, value, tp):
     """Convert a YAML value or a command-line string to the key's declared type, or raise UsageError."""
     if value is None or (isinstance(value, str) and value.lower() in {"none", "null"} and _allows_none(tp)):
@@ -153,17 +166,12 @@ def coerce(key: str, value, tp):
                     return [str(v) for v in value]
         kinds = [m for m in members if m in (bool, int, float)]
         if kinds:
-            kind = kinds[0]
-            if kind is bool:
-                return _parse_bool(value)
-            if kind is int:
-                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                    raise ValueError(value)
-                number = float(value) if isinstance(value, str) else value
-                if not float(number).is_integer():  # 2.5 is not a rank; never truncate silently
-                    raise ValueError(value)
-                return int(number)
-            return float(value)
+            try:
+                return _to_number(kinds[0], value)
+            except (ValueError, TypeError):
+                if str not in members:
+                    raise
+                return str(value)  # a `bool | str` field given a word, e.g. include_num_input_tokens_seen: all
         if any(m is dict or typing.get_origin(m) is dict for m in members) and isinstance(value, str) \
                 and value.strip().startswith("{"):
             return json.loads(value)
@@ -201,7 +209,7 @@ def _split_cli(argv: list[str]) -> dict[str, str | bool]:
     return out
 
 
-def _closest(key: str, known: set[str]) -> str:
+def closest(key: str, known: set[str]) -> str:
     import difflib
 
     match = difflib.get_close_matches(key, known, n=1)
@@ -283,13 +291,13 @@ def parse_recipe(argv: list[str]) -> Resolved:
         if unknown:
             key = unknown[0]
             flag = f"--{key}" if origin == "command line" else key
-            raise UsageError(f"unknown key {flag!r} in the {origin}{_closest(key, known)}; "
+            raise UsageError(f"unknown key {flag!r} in the {origin}{closest(key, known)}; "
                              "see README.md for the recipe keys")
 
     def convert(values: dict) -> dict:
         out = {}
         for key, value in values.items():
-            tp = recipe_types[key] if key in RECIPE_KEYS else _training_type(ta_fields[key])
+            tp = recipe_types[key] if key in RECIPE_KEYS else training_type(ta_fields[key])
             out[key] = coerce(key, value, tp)
         return out
 
@@ -305,7 +313,7 @@ def parse_recipe(argv: list[str]) -> Resolved:
     return Resolved(recipe=recipe, training=training, source=str(path), overrides=overrides, sweeps=sweeps_raw)
 
 
-def _training_type(f: dataclasses.Field):
+def training_type(f: dataclasses.Field):
     tp = f.type
     if isinstance(tp, str):
         from transformers import TrainingArguments

@@ -48,7 +48,7 @@ from . import modeling, plots, training
 from .errors import UsageError
 from .fileio import holds_run, write_json_atomic
 from .modeling import ParamReport
-from .recipe import RECIPE_KEYS, Recipe, Resolved, _closest, _training_type, coerce, training_argument_fields, \
+from .recipe import RECIPE_KEYS, Recipe, Resolved, closest, coerce, training_argument_fields, training_type, \
     validate
 
 log = logging.getLogger("lorakit")
@@ -104,7 +104,7 @@ class Setting:
 @functools.lru_cache(maxsize=None)
 def _key_types() -> dict:
     key_types = dict(typing.get_type_hints(Recipe))
-    key_types.update({name: _training_type(f) for name, f in training_argument_fields().items()})
+    key_types.update({name: training_type(f) for name, f in training_argument_fields().items()})
     return key_types
 
 
@@ -129,7 +129,7 @@ def parse_axes(specs: list[str]) -> list[Axis]:
                 raise UsageError(f"--sweep {spec!r}: {key} is set by the sweep for each run and cannot be swept; "
                                  f"sweep another key")
             if key not in key_types:
-                raise UsageError(f"--sweep {spec!r}: unknown key {key!r}{_closest(key, set(key_types))}; "
+                raise UsageError(f"--sweep {spec!r}: unknown key {key!r}{closest(key, set(key_types))}; "
                                  "sweep a recipe key, e.g. lora_r=4,8")
             if key in swept:
                 raise UsageError(f"{key} is swept twice; give all its values in one --sweep {key}=V1,V2,...")
@@ -251,12 +251,6 @@ def _step(checkpoint: Path) -> int:
     return int(suffix) if suffix.isdigit() else -1
 
 
-def _complete_checkpoint(folder: Path) -> Path | None:
-    """The newest checkpoint-N that Trainer finished writing (trainer_state.json is written last)."""
-    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file() and _step(p) >= 0]
-    return max(done, key=_step, default=None)
-
-
 def _decide(setting: Setting, state: dict, overwrite: bool) -> None:
     """Reuse a finished run, resume an interrupted one, or train afresh; a folder trained with another recipe
     is an error unless --overwrite_output_dir (then it retrains, its stale checkpoints removed first)."""
@@ -276,7 +270,7 @@ def _decide(setting: Setting, state: dict, overwrite: bool) -> None:
     if (folder / training.METRICS_FILE).is_file():
         setting.status = "reuse"
         return
-    setting.status = "resume" if _complete_checkpoint(folder) else "train"
+    setting.status = "resume" if training.last_complete_checkpoint(folder) else "train"
 
 
 def _first_difference(recorded: dict | None, wanted: dict) -> str:
@@ -296,7 +290,7 @@ def _run_one(setting: Setting, state: dict, root: Path) -> None:
         for stale in folder.glob("checkpoint-*"):
             shutil.rmtree(stale)
     if setting.status == "resume":
-        checkpoint = _complete_checkpoint(folder)
+        checkpoint = Path(training.last_complete_checkpoint(folder))
         for partial in folder.glob("checkpoint-*"):
             # A checkpoint cut off mid-write cannot be resumed from, and would be picked as the latest.
             if _step(partial) > _step(checkpoint):

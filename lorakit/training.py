@@ -115,6 +115,7 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
 
     `callbacks` (transformers.TrainerCallback) are handed to the Trainer: the benchmark times steps with one.
     """
+    import torch
     from transformers import TrainingArguments, set_seed
 
     recipe = resolved.recipe
@@ -150,12 +151,17 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
         log.info("dry run: nothing trained or written")
         return None
 
+    half = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
+    # Sharding engines want one dtype per flat parameter group; quantised layers are not nn.Linear anyway.
+    if half is not None and recipe.method == "lora" and not (args.fsdp or args.deepspeed):
+        stored = modeling.store_frozen_linears(model, half)
+        log.info("frozen linear layers kept in %s (autocast would cast them at every step): %d", half, stored)
+
     tokenizer = modeling.load_tokenizer(recipe)
     with args.main_process_first(desc="tokenising"):
         tokenized = data_lib.tokenize(task_data, tokenizer, recipe)
-    import torch
 
-    collator = data_lib.PaddingCollator(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
+    collator = data_lib.PaddingCollator(tokenizer)
     # The classifiers' loss is a per-batch mean that ignores num_items_in_batch. Told otherwise, Trainer would
     # multiply it by the number of processes (train and eval loss doubled under 2-process DDP) and not divide it
     # by gradient_accumulation_steps (gradients that many times too large).

@@ -18,6 +18,7 @@ from conftest import GLUE, QUICK, run_script
 from lorakit import data as data_lib
 from lorakit import modeling, quantization
 from lorakit.errors import UsageError
+from lorakit.inference import Classifier, export_merged
 from lorakit.recipe import Recipe
 
 QUANTISED = {4: bnb.nn.Linear4bit, 8: bnb.nn.Linear8bitLt}
@@ -153,3 +154,19 @@ def test_qlora_merges_into_the_dequantised_weights(qlora_run, tiny_roberta):
     dequantised_gap = (merged - trained).abs().max().item()
     original_gap = (into_original - trained).abs().max().item()
     assert dequantised_gap < original_gap / 4, (dequantised_gap, original_gap)
+    # infer.py and the merged export take the same road: the recipe beside the adapter says it was 4-bit.
+    classifier = Classifier.load(str(out), precision="fp32")
+    assert not any(isinstance(m, QUANTISED[4]) for m in classifier.model.modules())
+    with torch.no_grad():
+        served = classifier.model(input_ids=x).logits
+    assert (served - merged).abs().max().item() < original_gap / 4
+
+
+def test_merged_export_of_a_qlora_adapter_is_a_plain_fp32_model(qlora_run, tmp_path):
+    bits, out, _ = qlora_run
+    dest = export_merged(str(out), tmp_path / "merged")
+    config = json.loads((dest / "config.json").read_text())
+    assert "quantization_config" not in config
+    model = AutoModelForSequenceClassification.from_pretrained(str(dest))
+    assert not any(isinstance(m, QUANTISED[bits]) for m in model.modules())
+    assert {p.dtype for p in model.parameters()} == {torch.float32}

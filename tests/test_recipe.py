@@ -66,6 +66,14 @@ def test_command_line_overrides_win_and_are_typed():
                                        "lora_layers", "dry_run", "bf16", "output_dir"}
 
 
+@pytest.mark.parametrize("value, expected", [("all", "all"), ("non_padding", "non_padding"), ("true", True),
+                                             ("false", False)])
+def test_a_bool_or_str_field_takes_both(value, expected):
+    # TrainingArguments.include_num_input_tokens_seen is `str | bool`: a word stays a word, a boolean a boolean.
+    resolved = parse_recipe(["--task", "sst2", "--include_num_input_tokens_seen", value])
+    assert resolved.training["include_num_input_tokens_seen"] == expected
+
+
 def test_user_recipe_file(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("dataset_name: my/data\ntext_column_names: [a, b]\nlearning_rate: '2e-4'\nlora_r: 16\n")

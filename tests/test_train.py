@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from conftest import GLUE, QUICK, make_tiny_model, run_script, train_quick_sst2, tree
+from lorakit import modeling
 
 ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
                  "labels.json", "recipe.yaml", "metrics.json", "log_history.json", "learning_curve.png"}
@@ -152,3 +153,28 @@ def test_budget_exceeded_stops_before_training(tiny_roberta, tmp_path):
     assert re.search(r"^error: the run would train 3,170 parameters, over max_trainable_params 1,000",
                      proc.stderr, re.M), proc.stderr
     assert tree(out) == {}
+
+
+@pytest.mark.parametrize("impl", ["peft", "scratch"])
+def test_frozen_linears_stored_in_bf16_compute_exactly_what_autocast_does(tiny_roberta, impl):
+    from lorakit.recipe import Recipe
+
+    recipe = Recipe(model_name_or_path=str(tiny_roberta), lora_impl=impl, label_names=["a", "b"])
+    config = modeling.load_config(recipe, ["a", "b"])
+
+    def loss_and_grads(store: bool):
+        torch.manual_seed(0)
+        model = modeling.build_model(recipe, config).eval()  # eval: no dropout masks to tell apart
+        if store:
+            assert modeling.store_frozen_linears(model, torch.bfloat16) > 0
+        x = torch.randint(5, config.vocab_size, (4, 12), generator=torch.Generator().manual_seed(1))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=x, labels=torch.tensor([0, 1, 1, 0])).loss
+        loss.backward()
+        return loss.item(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+
+    (loss, grads), (stored_loss, stored_grads) = loss_and_grads(False), loss_and_grads(True)
+    assert stored_loss == loss
+    assert grads.keys() == stored_grads.keys()
+    assert all(torch.equal(grads[n], stored_grads[n]) for n in grads)
+    assert all(p.dtype == torch.float32 for p in stored_grads.values())
