@@ -1,8 +1,9 @@
 """Merge the per-task `method:learning_rate=lora:...,full:...` sweeps into one LoRA-against-full table and chart.
 
-    python experiments/compare_tasks.py RUNS OUT_DIR sst2 cola mrpc rte agnews
+    python experiments/compare_tasks.py --lora_lr 1e-3 RUNS OUT_DIR sst2 cola mrpc rte agnews
 
-Reads RUNS/lora_vs_full_<task>/results.csv (written by `train.py --sweep`), writes OUT_DIR/summary.md,
+Reads RUNS/lora_vs_full_<task>/results.csv (written by `train.py --sweep`; `--lora_lr` picks the LoRA row when
+the sweep trained LoRA at several learning rates), writes OUT_DIR/summary.md,
 OUT_DIR/summary.csv and OUT_DIR/lora_vs_full.png. A point is 0.01 of a metric in [0, 1]. The majority-class
 accuracy of each eval set (read with the runs' own recipe.yaml) shows whether a run learnt anything: a gap
 between two runs that both sit at the majority class does not test LoRA against full fine-tuning.
@@ -30,9 +31,23 @@ from lorakit.recipe import Recipe  # noqa: E402
 LABELS = {"accuracy": "acc", "f1": "F1", "f1_macro": "macro-F1", "matthews_correlation": "MCC"}
 
 
-def read(runs: Path, task: str) -> dict[str, dict]:
+def read(runs: Path, task: str, lora_lr: str | None) -> dict[str, dict]:
+    """The task's LoRA row (at `lora_lr` if given) and its full fine-tuning row."""
     with open(runs / f"lora_vs_full_{task}" / "results.csv", newline="") as fh:
-        return {row["method"]: row for row in csv.DictReader(fh)}
+        rows = list(csv.DictReader(fh))
+    wanted = {"full": None, "lora": None if lora_lr is None else float(lora_lr)}
+    picked = {}
+    for row in rows:
+        lr = wanted.get(row["method"], "skip")
+        if lr == "skip" or (lr is not None and float(row["learning_rate"]) != lr):
+            continue
+        if row["method"] in picked:
+            raise SystemExit(f"{task}: several {row['method']} rows; pass --lora_lr to pick one")
+        picked[row["method"]] = row
+    missing = set(wanted) - set(picked)
+    if missing:
+        raise SystemExit(f"{task}: no {' or '.join(sorted(missing))} row at the asked learning rate")
+    return picked
 
 
 def majority_accuracy(run_folder: Path) -> float:
@@ -97,7 +112,8 @@ def chart(summaries: list[dict], path: Path) -> None:
     width = 0.38
     lora = [s["lora_final"] for s in summaries]
     full = [s["full_final"] for s in summaries]
-    ax.bar([x - width / 2 for x in xs], lora, width, label="LoRA (r=8, query+value)", color="tab:blue")
+    lr = summaries[0]["lora_lr"]
+    ax.bar([x - width / 2 for x in xs], lora, width, label=f"LoRA (r=8, query+value, lr {lr})", color="tab:blue")
     ax.bar([x + width / 2 for x in xs], full, width, label="full fine-tuning", color="tab:gray")
     for x, lv, fv, s in zip(xs, lora, full, summaries):
         ax.text(x - width / 2, lv, f"{lv:.3f}", ha="center", va="bottom", fontsize=7)
@@ -118,10 +134,13 @@ def chart(summaries: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
+    lora_lr = None
+    if argv[:1] == ["--lora_lr"]:
+        lora_lr, argv = argv[1], argv[2:]
     runs, out, tasks = Path(argv[0]), Path(argv[1]), argv[2:]
     summaries = []
     for task in tasks:
-        rows = read(runs, task)
+        rows = read(runs, task, lora_lr)
         majority = majority_accuracy(runs / f"lora_vs_full_{task}" / rows["lora"]["setting"])
         summaries.append(summarize(task, rows, majority))
     out.mkdir(parents=True, exist_ok=True)

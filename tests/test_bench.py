@@ -104,3 +104,11 @@ def test_one_command_prints_the_table_and_writes_every_figure(tmp_path):
     table = [line for line in proc.stdout.splitlines() if line.startswith("| tiny-")]
     ratios = [line for line in table if line.rstrip(" |").endswith("x**")]
     assert len(ratios) == 2, proc.stdout  # b/a on each kit row
+
+
+def test_step_profile_runs_and_splits_the_step():
+    from bench import step_profile
+
+    result = step_profile.main(["--steps", "1", "--batch", "2", "--tokens", "8"])
+    assert result["ratio"] > 0 and set(result["median_ms"]) == {"frozen linears fp32", "frozen linears bf16"}
+    assert 0 < sum(result["shares"].values()) <= 1
