@@ -451,4 +451,5 @@ def test_inference_benchmark_runs_on_a_tiny_adapter(sst2):
     assert result["throughput"]["agree_fp32"] == 1.0  # the same merged weights, whoever runs them
     assert set(result["latency"][64]) == {"base", "merged", "unmerged"}
     assert list(result["cold_start"]) == ["python", "+ import torch", "+ transformers, lorakit",
-                                          "infer.py, one headline", "peft too"]
+                                          "infer.py, one headline", "transformers alone, bare base, one headline",
+                                          "peft too"]
