@@ -82,14 +82,14 @@ def test_resume_mid_second_epoch_sees_the_same_data_order(reference, tiny_robert
            {k: reference[k] for k in COMPARED if k != "train_loss"}
 
 
-def test_length_grouped_order_depends_on_seed_and_epoch_only(tiny_roberta):
+def test_length_grouped_order_depends_on_seed_and_epoch_only(tmp_path):
     import torch
     from transformers import TrainingArguments
 
     from lorakit.training import trainer_class
 
     lengths = [(7 * i) % 50 + 1 for i in range(200)]
-    args = TrainingArguments(output_dir="unused", per_device_train_batch_size=4, seed=3, use_cpu=True,
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, seed=3, use_cpu=True,
                              train_sampling_strategy="group_by_length", report_to=[])
     trainer = trainer_class()(model=torch.nn.Linear(1, 1), args=args,
                               train_dataset=[{"input_ids": [0] * n} for n in lengths])
