@@ -1,12 +1,14 @@
 """Merge the per-task `method:learning_rate=lora:...,full:...` sweeps into one LoRA-against-full table and chart.
 
-    python experiments/compare_tasks.py --lora_lr 1e-3 RUNS OUT_DIR sst2 cola mrpc rte agnews
+    python experiments/compare_tasks.py --lora_lr 1e-3 [--head_only] RUNS OUT_DIR sst2 cola mrpc rte agnews
 
 Reads RUNS/lora_vs_full_<task>/results.csv (written by `train.py --sweep`; `--lora_lr` picks the LoRA row when
 the sweep trained LoRA at several learning rates), writes OUT_DIR/summary.md,
 OUT_DIR/summary.csv and OUT_DIR/lora_vs_full.png. A point is 0.01 of a metric in [0, 1]. The majority-class
 accuracy of each eval set (read with the runs' own recipe.yaml) shows whether a run learnt anything: a gap
 between two runs that both sit at the majority class does not test LoRA against full fine-tuning.
+`--head_only` adds the ablation from RUNS/head_only_<task>/results.csv: LoRA with the classifier alone trained
+(BERT's pooler frozen), as a column of the table and a third bar of the chart.
 """
 
 from __future__ import annotations
@@ -48,6 +50,14 @@ def read(runs: Path, task: str, lora_lr: str | None) -> dict[str, dict]:
     if missing:
         raise SystemExit(f"{task}: no {' or '.join(sorted(missing))} row at the asked learning rate")
     return picked
+
+
+def head_only_final(runs: Path, task: str, metric: str) -> float:
+    with open(runs / f"head_only_{task}" / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if len(rows) != 1:
+        raise SystemExit(f"{task}: expected one head-only run, found {len(rows)}")
+    return float(rows[0][f"eval_{metric}"])
 
 
 def majority_accuracy(run_folder: Path) -> float:
@@ -93,13 +103,19 @@ def markdown(summaries: list[dict]) -> str:
     header = ["task", "metric", "LoRA final", "full final", "gap (pts)", "LoRA best", "full best", "gap (pts)",
               "other metrics, final (LoRA / full)", "majority-class acc", "LoRA % trained", "s/epoch LoRA / full",
               "LoRA within 1 pt (final)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 10 + ["---"]) + "|"]
+    ablation = all("head_only_final" in s for s in summaries)
+    if ablation:
+        header[4:4] = ["LoRA final, classifier only", "gap (pts)"]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 3) + ["---"]) + "|"]
     for s in summaries:
         others = ", ".join(f"{LABELS.get(k[len('lora_final_'):], k)} {s[k]:.4f} / {s['full_' + k[len('lora_'):]]:.4f}"
                            for k in s if k.startswith("lora_final_"))
         lines.append("| " + " | ".join([
             s["task"], LABELS.get(s["metric"], s["metric"]), f"{s['lora_final']:.4f}", f"{s['full_final']:.4f}",
-            f"{s['gap_final_points']:+.1f}", f"{s['lora_best']:.4f}", f"{s['full_best']:.4f}",
+            f"{s['gap_final_points']:+.1f}",
+            *([f"{s['head_only_final']:.4f}", f"{s['head_only_gap_points']:+.1f}"] if ablation else []),
+            f"{s['lora_best']:.4f}", f"{s['full_best']:.4f}",
             f"{s['gap_best_points']:+.1f}", others or "-", f"{s['majority_accuracy']:.4f}",
             f"{s['lora_trainable_percent']:.3f}", f"{s['lora_s_per_epoch']:.0f} / {s['full_s_per_epoch']:.0f}",
             verdict(s)]) + " |")
@@ -109,24 +125,28 @@ def markdown(summaries: list[dict]) -> str:
 def chart(summaries: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4))
     xs = range(len(summaries))
-    width = 0.38
-    lora = [s["lora_final"] for s in summaries]
-    full = [s["full_final"] for s in summaries]
     lr = summaries[0]["lora_lr"]
-    ax.bar([x - width / 2 for x in xs], lora, width, label=f"LoRA (r=8, query+value, lr {lr})", color="tab:blue")
-    ax.bar([x + width / 2 for x in xs], full, width, label="full fine-tuning", color="tab:gray")
-    for x, lv, fv, s in zip(xs, lora, full, summaries):
-        ax.text(x - width / 2, lv, f"{lv:.3f}", ha="center", va="bottom", fontsize=7)
-        ax.text(x + width / 2, fv, f"{fv:.3f}", ha="center", va="bottom", fontsize=7)
+    bars = [(f"LoRA (r=8, query+value, lr {lr})", "lora_final", "tab:blue")]
+    if all("head_only_final" in s for s in summaries):
+        bars.append(("LoRA, classifier only trained", "head_only_final", "tab:orange"))
+    bars.append(("full fine-tuning", "full_final", "tab:gray"))
+    width = 0.8 / len(bars)
+    for i, (label, key, color) in enumerate(bars):
+        offset = (i - (len(bars) - 1) / 2) * width
+        values = [s[key] for s in summaries]
+        ax.bar([x + offset for x in xs], values, width, label=label, color=color)
+        for x, v in zip(xs, values):
+            ax.text(x + offset, v, f"{v:.3f}", ha="center", va="bottom", fontsize=6)
+    for x, s in zip(xs, summaries):
         # What always answering the most common label scores: accuracy, or 0 for Matthews correlation.
         chance = 0.0 if s["metric"] == "matthews_correlation" else s["majority_accuracy"]
-        ax.hlines(chance, x - width, x + width, colors="black", linestyles="dashed", linewidth=1.2,
+        ax.hlines(chance, x - 0.45, x + 0.45, colors="black", linestyles="dashed", linewidth=1.2,
                   label="majority class" if x == 0 else None)
     ax.set_xticks(list(xs), [f"{s['task']}\n({LABELS.get(s['metric'], s['metric'])})" for s in summaries])
     ax.set_ylabel("final eval metric")
     ax.set_title("LoRA against full fine-tuning, all-MiniLM-L6-v2, short CPU schedules", pad=6)
     ax.set_ylim(0, 1.05)
-    ax.legend(loc="upper center", ncol=3, fontsize=8)
+    ax.legend(loc="upper center", ncol=2, fontsize=7)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -137,12 +157,18 @@ def main(argv: list[str]) -> int:
     lora_lr = None
     if argv[:1] == ["--lora_lr"]:
         lora_lr, argv = argv[1], argv[2:]
+    head_only = argv[:1] == ["--head_only"]
+    argv = argv[1:] if head_only else argv
     runs, out, tasks = Path(argv[0]), Path(argv[1]), argv[2:]
     summaries = []
     for task in tasks:
         rows = read(runs, task, lora_lr)
         majority = majority_accuracy(runs / f"lora_vs_full_{task}" / rows["lora"]["setting"])
-        summaries.append(summarize(task, rows, majority))
+        summary = summarize(task, rows, majority)
+        if head_only:
+            summary["head_only_final"] = head_only_final(runs, task, summary["metric"])
+            summary["head_only_gap_points"] = 100 * (summary["head_only_final"] - summary["full_final"])
+        summaries.append(summary)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown(summaries)
     (out / "summary.md").write_text(table + "\n")

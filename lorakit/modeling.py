@@ -23,9 +23,14 @@ DEFAULT_TARGETS = {
     "deberta": ["in_proj"],
     "distilbert": ["q_lin", "v_lin"],
 }
-# Modules beside the classifier that are freshly initialised for classification and must train with it.
-# DeBERTa's ContextPooler is not in the pretrained checkpoint (PEFT's troubleshooting guide calls this out).
-EXTRA_TRAINABLE = {"deberta-v2": ["pooler"], "deberta": ["pooler"], "distilbert": ["pre_classifier"]}
+# Modules beside the classifier that train in full with it, so that every architecture trains the same head:
+# RoBERTa's classification head is dense + tanh + out_proj, all in `classifier`; BERT, DeBERTa and DistilBERT
+# keep that dense layer outside it (pooler, pre_classifier). DeBERTa's ContextPooler is not in the pretrained
+# checkpoint at all (PEFT's troubleshooting guide calls this out), and sentence-embedding checkpoints such as
+# all-MiniLM-L6-v2 ship a BERT pooler their mean-pooling training never used. Frozen, it cost LoRA 12 points
+# of MRPC accuracy against full fine-tuning; trained, 0.5 (EXPERIMENTS.md). `lora_modules_to_save` overrides.
+EXTRA_TRAINABLE = {"bert": ["pooler"], "deberta-v2": ["pooler"], "deberta": ["pooler"],
+                   "distilbert": ["pre_classifier"]}
 
 
 def load_config(recipe: Recipe, label_names: list[str]) -> PretrainedConfig:
@@ -73,13 +78,20 @@ def target_modules(recipe: Recipe, config: PretrainedConfig) -> list[str]:
     return DEFAULT_TARGETS[config.model_type]
 
 
+def modules_to_save(recipe: Recipe, config: PretrainedConfig) -> list[str]:
+    """Modules trained in full beside the classifier (which PEFT's SEQ_CLS task always trains)."""
+    if recipe.lora_modules_to_save is not None:
+        return list(recipe.lora_modules_to_save)
+    return list(EXTRA_TRAINABLE.get(config.model_type, []))
+
+
 def lora_config(recipe: Recipe, config: PretrainedConfig) -> LoraConfig:
     """PEFT's LoraConfig for the recipe; task SEQ_CLS keeps the classification head trainable and saved."""
     cfg = LoraConfig(
         task_type="SEQ_CLS", r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
         target_modules=target_modules(recipe, config), layers_to_transform=recipe.lora_layers,
         # A copy: PEFT appends the SEQ_CLS heads to this list in place.
-        modules_to_save=list(EXTRA_TRAINABLE.get(config.model_type, [])) or None)
+        modules_to_save=modules_to_save(recipe, config) or None)
     if recipe.lora_impl == "scratch":
         import adapters
 
@@ -100,6 +112,11 @@ def check_lora_targets(recipe: Recipe, model: torch.nn.Module, config: Pretraine
             leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
             raise UsageError(f"LoRA target module {target!r} matches nothing in {config.model_type}; "
                              f"choose from {', '.join(leaves)}")
+    modules = [n for n, _ in model.named_modules()]
+    for extra in modules_to_save(recipe, config):
+        if not any(n == extra or n.endswith("." + extra) for n in modules):
+            raise UsageError(f"lora_modules_to_save {extra!r} matches no module of {config.model_type}; name a "
+                             "module the model has (e.g. pooler) or leave the key unset")
     layers = _num_layers(config)
     if recipe.lora_layers and layers is not None:
         bad = [i for i in recipe.lora_layers if not 0 <= i < layers]

@@ -62,6 +62,9 @@ class Recipe:
     lora_dropout: float = _key(0.1, help="Dropout on the LoRA path only.")
     lora_target_modules: list[str] | None = _key(help="Linear layers to adapt; default per architecture.")
     lora_layers: list[int] | None = _key(help="Indices of the layers to adapt, e.g. 0-5 or 0,2,4; default all.")
+    lora_modules_to_save: list[str] | None = _key(
+        help="Modules trained in full and saved with the adapter besides the classifier, e.g. pooler; "
+             "default per architecture; an empty value trains the classifier alone.")
     max_trainable_params: int | None = _key(help="Stop before training if the run would train more than this.")
     load_in_4bit: bool = _key(False, help="Quantise the backbone to NF4 with bitsandbytes (QLoRA).")
     load_in_8bit: bool = _key(False, help="Quantise the backbone to int8 with bitsandbytes.")

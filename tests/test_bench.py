@@ -112,3 +112,12 @@ def test_step_profile_runs_and_splits_the_step():
     result = step_profile.main(["--steps", "1", "--batch", "2", "--tokens", "8"])
     assert result["ratio"] > 0 and set(result["median_ms"]) == {"frozen linears fp32", "frozen linears bf16"}
     assert 0 < sum(result["shares"].values()) <= 1
+
+
+def test_allocator_benchmark_runs_both_settings(tiny_bert, capsys):
+    from bench import allocator
+
+    summary = allocator.main(["--rounds", "1", "--samples", "40", "--eval_samples", "16", "--model", str(tiny_bert)])
+    assert set(summary) == set(allocator.SETTINGS)
+    assert all(s["peak_rss_mb"] > 0 and s["samples_per_s"] > 0 for s in summary.values())
+    assert "| mmap threshold 128 KB |" in capsys.readouterr().out

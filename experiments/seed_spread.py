@@ -1,0 +1,58 @@
+"""Mean and spread over seeds of a sweep that swept `seed` with other keys, and LoRA minus full per seed.
+
+    python experiments/seed_spread.py RUNS/seeds_sst2 OUT.md
+
+Reads the sweep's results.csv (written by `train.py --sweep seed=... --sweep method:learning_rate=...`), groups
+the runs by every swept key except seed, and writes (and prints) a Markdown table of the final headline metric:
+mean, sample standard deviation, min and max over seeds. With a `method` column holding lora and full, it adds
+the per-seed difference LoRA - full in points (the seed fixes the data order, the head's initialisation and the
+dropout masks, so runs with the same seed are paired).
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    folder, out = Path(argv[0]), Path(argv[1])
+    with open(folder / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    columns = list(rows[0])
+    swept = columns[1:columns.index("status")]
+    if "seed" not in swept:
+        raise SystemExit(f"{folder}: the sweep did not sweep seed")
+    metric = next(c[len("best_eval_"):] for c in columns if c.startswith("best_eval_"))
+    groups: dict[tuple, dict[str, float]] = {}
+    for row in rows:
+        if not row.get(f"eval_{metric}"):
+            raise SystemExit(f"{folder}: run {row['setting']} has no final metric; finish the sweep first")
+        key = tuple((k, row[k]) for k in swept if k != "seed")
+        groups.setdefault(key, {})[row["seed"]] = float(row[f"eval_{metric}"])
+    lines = [f"| setting | seeds | final {metric}, mean | sd | min | max |", "|---|---:|---:|---:|---:|---:|"]
+    for key, by_seed in groups.items():
+        v = list(by_seed.values())
+        lines.append(f"| {', '.join(f'{k}={x}' for k, x in key)} | {len(v)} | {statistics.fmean(v):.4f} | "
+                     f"{statistics.stdev(v) if len(v) > 1 else float('nan'):.4f} | {min(v):.4f} | {max(v):.4f} |")
+    full = [g for k, g in groups.items() if ("method", "full") in k]
+    if len(full) == 1:
+        lines += ["", "| LoRA setting | paired seeds | LoRA - full (pts), mean | sd | per seed |", "|---|---:|---:|---:|---|"]
+        for key, by_seed in groups.items():
+            if ("method", "lora") not in key:
+                continue
+            seeds = sorted(set(by_seed) & set(full[0]), key=int)
+            diffs = [100 * (by_seed[s] - full[0][s]) for s in seeds]
+            lines.append(f"| {', '.join(f'{k}={x}' for k, x in key)} | {len(diffs)} | {statistics.fmean(diffs):+.2f} | "
+                         f"{statistics.stdev(diffs) if len(diffs) > 1 else float('nan'):.2f} | "
+                         f"{' '.join(f'{d:+.1f}' for d in diffs)} |")
+    text = "\n".join(lines)
+    out.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

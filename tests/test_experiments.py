@@ -1,0 +1,47 @@
+"""The experiment scripts' own arithmetic, on hand-written sweep results (the runs themselves are in run.sh)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "experiments"))
+import compare_tasks  # noqa: E402
+import seed_spread  # noqa: E402
+
+CSV = """setting,seed,method,learning_rate,status,trainable_params,best_eval_accuracy,eval_accuracy
+"seed=42,method=lora",42,lora,1e-3,trained,10,0.84,0.83
+"seed=42,method=full",42,full,5e-5,trained,99,0.85,0.84
+"seed=43,method=lora",43,lora,1e-3,trained,10,0.82,0.81
+"seed=43,method=full",43,full,5e-5,trained,99,0.85,0.85
+"""
+
+
+def test_seed_spread_pairs_runs_by_seed(tmp_path, capsys):
+    (tmp_path / "results.csv").write_text(CSV)
+    seed_spread.main([str(tmp_path), str(tmp_path / "spread.md")])
+    text = (tmp_path / "spread.md").read_text()
+    assert "| method=lora, learning_rate=1e-3 | 2 | 0.8200 | 0.0141 | 0.8100 | 0.8300 |" in text
+    # LoRA - full per seed: 83 - 84 = -1, 81 - 85 = -4 points.
+    assert "| method=lora, learning_rate=1e-3 | 2 | -2.50 | 2.12 | -1.0 -4.0 |" in text
+
+
+def test_seed_spread_refuses_a_sweep_without_seeds(tmp_path):
+    (tmp_path / "results.csv").write_text(CSV.replace("setting,seed,", "setting,sed,"))
+    with pytest.raises(SystemExit, match="did not sweep seed"):
+        seed_spread.main([str(tmp_path), str(tmp_path / "spread.md")])
+
+
+def test_compare_table_adds_the_head_only_column():
+    s = {"task": "mrpc", "metric": "accuracy", "lora_lr": "1e-3", "full_lr": "5e-5", "lora_trainable_percent": 0.976,
+         "lora_best": 0.80, "full_best": 0.81, "lora_final": 0.79, "full_final": 0.80, "lora_s_per_epoch": 50.0,
+         "full_s_per_epoch": 60.0, "majority_accuracy": 0.68, "lora_accuracy": 0.79, "full_accuracy": 0.80,
+         "gap_final_points": -1.0, "gap_best_points": -1.0}
+    plain = compare_tasks.markdown([s]).splitlines()
+    ablated = compare_tasks.markdown([{**s, "head_only_final": 0.68, "head_only_gap_points": -12.0}]).splitlines()
+    assert len(ablated[0].split("|")) == len(plain[0].split("|")) + 2
+    assert "| 0.7900 | 0.8000 | -1.0 | 0.6800 | -12.0 |" in ablated[2]
+    assert ablated[2].endswith("| yes |") and len(ablated[1].split("|")) == len(ablated[0].split("|"))
