@@ -105,7 +105,7 @@ def markdown(summaries: list[dict]) -> str:
               "LoRA within 1 pt (final)"]
     ablation = all("head_only_final" in s for s in summaries)
     if ablation:
-        header[4:4] = ["LoRA final, classifier only", "gap (pts)"]
+        header[5:5] = ["LoRA final, classifier only", "gap (pts)"]
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 3) + ["---"]) + "|"]
     for s in summaries:
@@ -128,7 +128,8 @@ def chart(summaries: list[dict], path: Path) -> None:
     lr = summaries[0]["lora_lr"]
     bars = [(f"LoRA (r=8, query+value, lr {lr})", "lora_final", "tab:blue")]
     if all("head_only_final" in s for s in summaries):
-        bars.append(("LoRA, classifier only trained", "head_only_final", "tab:orange"))
+        bars = [(f"LoRA, classifier + pooler trained (r=8, query+value, lr {lr})", "lora_final", "tab:blue"),
+                ("LoRA, classifier only trained", "head_only_final", "tab:orange")]
     bars.append(("full fine-tuning", "full_final", "tab:gray"))
     width = 0.8 / len(bars)
     for i, (label, key, color) in enumerate(bars):

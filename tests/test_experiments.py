@@ -43,5 +43,6 @@ def test_compare_table_adds_the_head_only_column():
     plain = compare_tasks.markdown([s]).splitlines()
     ablated = compare_tasks.markdown([{**s, "head_only_final": 0.68, "head_only_gap_points": -12.0}]).splitlines()
     assert len(ablated[0].split("|")) == len(plain[0].split("|")) + 2
+    assert "| LoRA final | full final | gap (pts) | LoRA final, classifier only | gap (pts) | LoRA best |" in ablated[0]
     assert "| 0.7900 | 0.8000 | -1.0 | 0.6800 | -12.0 |" in ablated[2]
     assert ablated[2].endswith("| yes |") and len(ablated[1].split("|")) == len(ablated[0].split("|"))
