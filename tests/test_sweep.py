@@ -100,15 +100,16 @@ def test_over_budget_setting_is_skipped_and_listed_before_any_weights_load(tmp_p
     handed_to_training = []
     monkeypatch.setattr(training, "run", lambda resolved: handed_to_training.append(resolved.recipe.lora_r))
     argv = [*SST2, "--model_name_or_path", str(model), *QUICK, "--output_dir", str(out),
-            "--sweep", "lora_r=2,64", "--max_trainable_params", "1000"]
+            "--sweep", "lora_r=2,64", "--max_trainable_params", "2000"]
     assert run_cli(train_script.main, argv) == 0
     assert handed_to_training == [2]
     assert not (out / "lora_r=64").exists()
-    assert "skipping 1 over max_trainable_params 1,000: lora_r=64 (16,450)" in capsys.readouterr().err
+    assert "skipping 1 over max_trainable_params 2,000: lora_r=64 (17,506)" in capsys.readouterr().err
     rows = {r["setting"]: r for r in _rows(out)}
     assert rows["lora_r=64"]["status"] == "over budget"
-    assert int(rows["lora_r=64"]["trainable_params"]) == 16_450  # 2 layers x 2 targets x 2 x 64 x 32 + head 66
-    assert "| lora_r=64 | 16,450 |" in (out / "results.md").read_text()
+    # 2 layers x 2 targets x 2 x 64 x 32, the classifier 66 and BERT's pooler 32 x 32 + 32.
+    assert int(rows["lora_r=64"]["trainable_params"]) == 16_384 + 66 + 1_056
+    assert "| lora_r=64 | 17,506 |" in (out / "results.md").read_text()
 
 
 # Each case: (id, sweep flags, a fragment the one-line error must contain).
@@ -127,7 +128,7 @@ BAD = [
     ("target matches nothing", ["--sweep", "lora_target_modules=query,q_proj"],
      "sweep setting lora_target_modules=q_proj: LoRA target module 'q_proj' matches nothing"),
     ("all over budget", ["--sweep", "lora_r=2,4", "--max_trainable_params", "10"],
-     "every sweep setting trains more than max_trainable_params 10 (the smallest, lora_r=2, trains 578)"),
+     "every sweep setting trains more than max_trainable_params 10 (the smallest, lora_r=2, trains 1,634)"),
 ]
 
 
