@@ -1,14 +1,15 @@
 """Merge the per-task `method:learning_rate=lora:...,full:...` sweeps into one LoRA-against-full table and chart.
 
-    python experiments/compare_tasks.py --lora_lr 1e-3 [--head_only] RUNS OUT_DIR sst2 cola mrpc rte agnews
+    python experiments/compare_tasks.py --lora_lr 1e-3 [--column PREFIX=LABEL ...] RUNS OUT_DIR sst2 cola mrpc rte agnews
 
 Reads RUNS/lora_vs_full_<task>/results.csv (written by `train.py --sweep`; `--lora_lr` picks the LoRA row when
 the sweep trained LoRA at several learning rates), writes OUT_DIR/summary.md,
 OUT_DIR/summary.csv and OUT_DIR/lora_vs_full.png. A point is 0.01 of a metric in [0, 1]. The majority-class
 accuracy of each eval set (read with the runs' own recipe.yaml) shows whether a run learnt anything: a gap
 between two runs that both sit at the majority class does not test LoRA against full fine-tuning.
-`--head_only` adds the ablation from RUNS/head_only_<task>/results.csv: LoRA with the classifier alone trained
-(BERT's pooler frozen), as a column of the table and a third bar of the chart.
+Each `--column PREFIX=LABEL` adds another LoRA variant from RUNS/PREFIX_<task>/results.csv (one run per task),
+e.g. `head_only` (the classifier alone trained), as a column of the table (with its gap to full fine-tuning)
+and a bar of the chart.
 """
 
 from __future__ import annotations
@@ -52,11 +53,11 @@ def read(runs: Path, task: str, lora_lr: str | None) -> dict[str, dict]:
     return picked
 
 
-def head_only_final(runs: Path, task: str, metric: str) -> float:
-    with open(runs / f"head_only_{task}" / "results.csv", newline="") as fh:
+def variant_final(runs: Path, prefix: str, task: str, metric: str) -> float:
+    with open(runs / f"{prefix}_{task}" / "results.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     if len(rows) != 1:
-        raise SystemExit(f"{task}: expected one head-only run, found {len(rows)}")
+        raise SystemExit(f"{task}: expected one run in {prefix}_{task}, found {len(rows)}")
     return float(rows[0][f"eval_{metric}"])
 
 
@@ -99,13 +100,13 @@ def verdict(s: dict) -> str:
     return "yes" if s["gap_final_points"] >= -1.0 else "no"
 
 
-def markdown(summaries: list[dict]) -> str:
+def markdown(summaries: list[dict], columns: list[tuple[str, str]] = ()) -> str:
+    """The table; `columns` are (prefix, label) of further LoRA variants, each summary holding <prefix>_final and
+    <prefix>_gap_points."""
     header = ["task", "metric", "LoRA final", "full final", "gap (pts)", "LoRA best", "full best", "gap (pts)",
               "other metrics, final (LoRA / full)", "majority-class acc", "LoRA % trained", "s/epoch LoRA / full",
               "LoRA within 1 pt (final)"]
-    ablation = all("head_only_final" in s for s in summaries)
-    if ablation:
-        header[5:5] = ["LoRA final, classifier only", "gap (pts)"]
+    header[5:5] = [h for _, label in columns for h in (label, "gap (pts)")]
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 3) + ["---"]) + "|"]
     for s in summaries:
@@ -114,7 +115,7 @@ def markdown(summaries: list[dict]) -> str:
         lines.append("| " + " | ".join([
             s["task"], LABELS.get(s["metric"], s["metric"]), f"{s['lora_final']:.4f}", f"{s['full_final']:.4f}",
             f"{s['gap_final_points']:+.1f}",
-            *([f"{s['head_only_final']:.4f}", f"{s['head_only_gap_points']:+.1f}"] if ablation else []),
+            *[v for prefix, _ in columns for v in (f"{s[prefix + '_final']:.4f}", f"{s[prefix + '_gap_points']:+.1f}")],
             f"{s['lora_best']:.4f}", f"{s['full_best']:.4f}",
             f"{s['gap_best_points']:+.1f}", others or "-", f"{s['majority_accuracy']:.4f}",
             f"{s['lora_trainable_percent']:.3f}", f"{s['lora_s_per_epoch']:.0f} / {s['full_s_per_epoch']:.0f}",
@@ -122,22 +123,21 @@ def markdown(summaries: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def chart(summaries: list[dict], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(8, 4))
+def chart(summaries: list[dict], path: Path, columns: list[tuple[str, str]] = ()) -> None:
+    fig, ax = plt.subplots(figsize=(11, 5))
     xs = range(len(summaries))
     lr = summaries[0]["lora_lr"]
-    bars = [(f"LoRA (r=8, query+value, lr {lr})", "lora_final", "tab:blue")]
-    if all("head_only_final" in s for s in summaries):
-        bars = [(f"LoRA, classifier + pooler trained (r=8, query+value, lr {lr})", "lora_final", "tab:blue"),
-                ("LoRA, classifier only trained", "head_only_final", "tab:orange")]
-    bars.append(("full fine-tuning", "full_final", "tab:gray"))
+    colors = ["tab:orange", "tab:green", "tab:purple", "tab:brown"]
+    bars = [(f"LoRA (r=8, query+value, head trained, lr {lr})", "lora_final", "tab:blue"),
+            *[(label, f"{prefix}_final", colors[i % len(colors)]) for i, (prefix, label) in enumerate(columns)],
+            ("full fine-tuning", "full_final", "tab:gray")]
     width = 0.8 / len(bars)
     for i, (label, key, color) in enumerate(bars):
         offset = (i - (len(bars) - 1) / 2) * width
         values = [s[key] for s in summaries]
         ax.bar([x + offset for x in xs], values, width, label=label, color=color)
         for x, v in zip(xs, values):
-            ax.text(x + offset, v, f"{v:.3f}", ha="center", va="bottom", fontsize=6)
+            ax.text(x + offset, v + 0.01, f"{v:.3f}", ha="center", va="bottom", fontsize=6, rotation=90)
     for x, s in zip(xs, summaries):
         # What always answering the most common label scores: accuracy, or 0 for Matthews correlation.
         chance = 0.0 if s["metric"] == "matthews_correlation" else s["majority_accuracy"]
@@ -146,7 +146,7 @@ def chart(summaries: list[dict], path: Path) -> None:
     ax.set_xticks(list(xs), [f"{s['task']}\n({LABELS.get(s['metric'], s['metric'])})" for s in summaries])
     ax.set_ylabel("final eval metric")
     ax.set_title("LoRA against full fine-tuning, all-MiniLM-L6-v2, short CPU schedules", pad=6)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.25)
     ax.legend(loc="upper center", ncol=2, fontsize=7)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -158,26 +158,31 @@ def main(argv: list[str]) -> int:
     lora_lr = None
     if argv[:1] == ["--lora_lr"]:
         lora_lr, argv = argv[1], argv[2:]
-    head_only = argv[:1] == ["--head_only"]
-    argv = argv[1:] if head_only else argv
+    columns = []
+    while argv[:1] == ["--column"]:
+        prefix, eq, label = argv[1].partition("=")
+        if not eq:
+            raise SystemExit(f"--column {argv[1]!r}: give PREFIX=LABEL, e.g. head_only='LoRA, classifier only'")
+        columns.append((prefix, label))
+        argv = argv[2:]
     runs, out, tasks = Path(argv[0]), Path(argv[1]), argv[2:]
     summaries = []
     for task in tasks:
         rows = read(runs, task, lora_lr)
         majority = majority_accuracy(runs / f"lora_vs_full_{task}" / rows["lora"]["setting"])
         summary = summarize(task, rows, majority)
-        if head_only:
-            summary["head_only_final"] = head_only_final(runs, task, summary["metric"])
-            summary["head_only_gap_points"] = 100 * (summary["head_only_final"] - summary["full_final"])
+        for prefix, _ in columns:
+            summary[f"{prefix}_final"] = variant_final(runs, prefix, task, summary["metric"])
+            summary[f"{prefix}_gap_points"] = 100 * (summary[f"{prefix}_final"] - summary["full_final"])
         summaries.append(summary)
     out.mkdir(parents=True, exist_ok=True)
-    table = markdown(summaries)
+    table = markdown(summaries, columns)
     (out / "summary.md").write_text(table + "\n")
     with open(out / "summary.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for s in summaries for k in s)))
         writer.writeheader()
         writer.writerows(summaries)
-    chart(summaries, out / "lora_vs_full.png")
+    chart(summaries, out / "lora_vs_full.png", columns)
     print(table)
     return 0
 

@@ -1,12 +1,13 @@
 """Mean and spread over seeds of a sweep that swept `seed` with other keys, and LoRA minus full per seed.
 
-    python experiments/seed_spread.py RUNS/seeds_sst2 OUT.md
+    python experiments/seed_spread.py RUNS/seeds_sst2 OUT.md [RUNS/other_sweep ...]
 
 Reads the sweep's results.csv (written by `train.py --sweep seed=... --sweep method:learning_rate=...`), groups
 the runs by every swept key except seed, and writes (and prints) a Markdown table of the final headline metric:
 mean, sample standard deviation, min and max over seeds. With a `method` column holding lora and full, it adds
 the per-seed difference LoRA - full in points (the seed fixes the data order, the head's initialisation and the
-dropout masks, so runs with the same seed are paired).
+dropout masks, so runs with the same seed are paired). Further sweep folders (LoRA variants at the same seeds)
+join the table under their folder's name and are paired with the first folder's full fine-tuning runs.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import sys
 from pathlib import Path
 
 
-def main(argv: list[str]) -> int:
-    folder, out = Path(argv[0]), Path(argv[1])
+def read_groups(folder: Path, label: str | None, groups: dict[tuple, dict[str, float]]) -> str:
+    """Add the folder's runs to `groups` (keyed by every swept key but seed, after `label` if given); returns the
+    headline metric."""
     with open(folder / "results.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     columns = list(rows[0])
@@ -26,12 +28,22 @@ def main(argv: list[str]) -> int:
     if "seed" not in swept:
         raise SystemExit(f"{folder}: the sweep did not sweep seed")
     metric = next(c[len("best_eval_"):] for c in columns if c.startswith("best_eval_"))
-    groups: dict[tuple, dict[str, float]] = {}
     for row in rows:
         if not row.get(f"eval_{metric}"):
             raise SystemExit(f"{folder}: run {row['setting']} has no final metric; finish the sweep first")
-        key = tuple((k, row[k]) for k in swept if k != "seed")
+        key = (("sweep", label),) if label else ()
+        key += tuple((k, row[k]) for k in swept if k != "seed")
         groups.setdefault(key, {})[row["seed"]] = float(row[f"eval_{metric}"])
+    return metric
+
+
+def main(argv: list[str]) -> int:
+    folder, out, more = Path(argv[0]), Path(argv[1]), [Path(a) for a in argv[2:]]
+    groups: dict[tuple, dict[str, float]] = {}
+    metric = read_groups(folder, None, groups)
+    for extra in more:
+        if read_groups(extra, extra.name, groups) != metric:
+            raise SystemExit(f"{extra}: its headline metric differs from {folder}'s")
     lines = [f"| setting | seeds | final {metric}, mean | sd | min | max |", "|---|---:|---:|---:|---:|---:|"]
     for key, by_seed in groups.items():
         v = list(by_seed.values())
@@ -41,7 +53,7 @@ def main(argv: list[str]) -> int:
     if len(full) == 1:
         lines += ["", "| LoRA setting | paired seeds | LoRA - full (pts), mean | sd | per seed |", "|---|---:|---:|---:|---|"]
         for key, by_seed in groups.items():
-            if ("method", "lora") not in key:
+            if ("method", "full") in key:
                 continue
             seeds = sorted(set(by_seed) & set(full[0]), key=int)
             diffs = [100 * (by_seed[s] - full[0][s]) for s in seeds]

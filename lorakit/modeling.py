@@ -85,6 +85,34 @@ def modules_to_save(recipe: Recipe, config: PretrainedConfig) -> list[str]:
     return list(EXTRA_TRAINABLE.get(config.model_type, []))
 
 
+# The classification head's module names (AutoModelForSequenceClassification's `classifier`; `score` for
+# decoder backbones); with modules_to_save they make up what `head_learning_rate` applies to.
+HEAD_MODULES = ("classifier", "score")
+
+
+def head_modules(recipe: Recipe, config: PretrainedConfig) -> list[str]:
+    return [*HEAD_MODULES, *modules_to_save(recipe, config)]
+
+
+def is_head_parameter(name: str, modules: list[str]) -> bool:
+    """Whether a parameter (by its dotted name, PEFT's or a DDP/FSDP wrapper's prefixes included) belongs to one
+    of the head `modules`; LoRA matrices never do, even inside a module so named."""
+    if _LORA_PARAM.search(name):
+        return False
+    dotted = f".{name}."
+    return any(f".{module}." in dotted for module in modules)
+
+
+def head_weights(recipe: Recipe, config: PretrainedConfig, model: torch.nn.Module) -> int:
+    """How many trainable weights `head_learning_rate` applies to; none is a UsageError (nothing to apply it to)."""
+    modules = head_modules(recipe, config)
+    count = sum(_numel(p) for n, p in model.named_parameters() if p.requires_grad and is_head_parameter(n, modules))
+    if not count:
+        raise UsageError(f"head_learning_rate is set but no trainable parameter belongs to the head modules "
+                         f"{modules}; name the head with lora_modules_to_save or leave head_learning_rate unset")
+    return count
+
+
 def lora_config(recipe: Recipe, config: PretrainedConfig) -> LoraConfig:
     """PEFT's LoraConfig for the recipe; task SEQ_CLS keeps the classification head trainable and saved."""
     cfg = LoraConfig(

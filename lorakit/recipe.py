@@ -65,6 +65,9 @@ class Recipe:
     lora_modules_to_save: list[str] | None = _key(
         help="Modules trained in full and saved with the adapter besides the classifier, e.g. pooler; "
              "default per architecture; an empty value trains the classifier alone.")
+    head_learning_rate: float | None = _key(
+        help="Learning rate of the head (the classifier and lora_modules_to_save, e.g. BERT's pooler); default: "
+             "learning_rate. LoRA's matrices start at zero and want a high rate; a pretrained pooler may not.")
     max_trainable_params: int | None = _key(help="Stop before training if the run would train more than this.")
     load_in_4bit: bool = _key(False, help="Quantise the backbone to NF4 with bitsandbytes (QLoRA).")
     load_in_8bit: bool = _key(False, help="Quantise the backbone to int8 with bitsandbytes.")
@@ -347,6 +350,9 @@ def validate(recipe: Recipe) -> None:
         value = getattr(recipe, key)
         if value is not None and value <= 0:
             problems.append(f"{key} should be a positive integer but the value passed is {value}")
+    if recipe.head_learning_rate is not None and not recipe.head_learning_rate > 0:
+        problems.append(f"head_learning_rate should be a positive number but the value passed is "
+                        f"{recipe.head_learning_rate}; leave it unset to train the head at learning_rate")
     if recipe.load_in_4bit and recipe.load_in_8bit:
         problems.append("load_in_4bit and load_in_8bit are exclusive; pick one")
     if (recipe.load_in_4bit or recipe.load_in_8bit) and recipe.method == "full":

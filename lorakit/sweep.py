@@ -260,7 +260,7 @@ def _decide(setting: Setting, state: dict, overwrite: bool) -> None:
         return
     wanted = _comparable(setting.resolved)
     recorded = _recorded(folder, state)
-    if recorded != wanted:
+    if not _same_recipe(recorded, wanted):
         if not overwrite:
             diff = _first_difference(recorded, wanted)
             raise UsageError(f"{folder} holds a run {diff}; pass another --output_dir, rerun with the earlier "
@@ -271,6 +271,26 @@ def _decide(setting: Setting, state: dict, overwrite: bool) -> None:
         setting.status = "reuse"
         return
     setting.status = "resume" if training.last_complete_checkpoint(folder) else "train"
+
+
+def _kit_default(key: str):
+    """A kit key's default as JSON values (missing for TrainingArguments keys, which are recorded only if set)."""
+    field = {f.name: f for f in dataclasses.fields(Recipe)}.get(key)
+    if field is None:
+        return _MISSING
+    default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+    return json.loads(json.dumps(default, default=str))
+
+
+_MISSING = object()
+
+
+def _same_recipe(recorded: dict | None, wanted: dict) -> bool:
+    """Equal recipes, where a kit key missing from the record (added to the kit after that run) counts as its
+    default: the run was trained with the behaviour the default stands for."""
+    if recorded is None:
+        return False
+    return all(recorded.get(k, _kit_default(k)) == wanted.get(k, _kit_default(k)) for k in set(recorded) | set(wanted))
 
 
 def _first_difference(recorded: dict | None, wanted: dict) -> str:

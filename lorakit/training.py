@@ -104,6 +104,8 @@ def prepare(resolved: Resolved, *, load_weights: bool = True):
     model = modeling.build_model(recipe, config, random_weights=True)
     params = modeling.param_report(model)
     modeling.check_budget(recipe, params)
+    if recipe.head_learning_rate is not None:
+        modeling.head_weights(recipe, config, model)  # fails before any weights are read
     if load_weights:
         model = modeling.build_model(recipe, config)
         params = modeling.param_report(model)
@@ -169,6 +171,12 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
     trainer = trainer_class()(model=model, args=args, train_dataset=tokenized.train, eval_dataset=tokenized.eval,
                       processing_class=tokenizer, data_collator=collator,
                       compute_metrics=_metrics_fn(recipe, task_data), callbacks=callbacks)
+    if recipe.head_learning_rate is not None:
+        trainer.head_learning_rate = recipe.head_learning_rate
+        trainer.head_modules = modeling.head_modules(recipe, config)
+        head = modeling.head_weights(recipe, config, model)
+        log.info("head (%s): %s trainable weights at learning rate %g; the rest at %g",
+                 ", ".join(trainer.head_modules), f"{head:,}", recipe.head_learning_rate, args.learning_rate)
     # The model was built alike on every process (same seed), and Trainer seeded them alike again; from here
     # each rank draws its own dropout masks. The data order stays in step: accelerate syncs the sampler's RNG.
     set_seed(args.seed + args.process_index)
@@ -211,6 +219,20 @@ def trainer_class():
             return super().__iter__()
 
     class KitTrainer(Trainer):
+        # Set on the instance by `run` when the recipe gives the head its own learning rate.
+        head_learning_rate: float | None = None
+        head_modules: list[str] = []
+
+        def create_optimizer(self, model=None):
+            """Trainer's optimizer (its weight-decay groups, the recipe's optim), with the head's parameters
+            moved to groups of their own at head_learning_rate; the scheduler then scales every group alike."""
+            fresh = self.optimizer is None
+            optimizer = super().create_optimizer(model)
+            if fresh and self.head_learning_rate is not None:
+                split_head_groups(optimizer, self.model if model is None else model, self.head_modules,
+                                  self.head_learning_rate)
+            return optimizer
+
         def _get_train_sampler(self, train_dataset=None):
             sampler = super()._get_train_sampler(train_dataset)
             if type(sampler) is LengthGroupedSampler:
@@ -219,6 +241,23 @@ def trainer_class():
             return sampler
 
     return KitTrainer
+
+
+def split_head_groups(optimizer, model, modules: list[str], lr: float) -> int:
+    """Move the head's parameters (modeling.is_head_parameter) out of each optimizer group into a copy of that
+    group (same weight decay and options) at learning rate `lr`; returns how many weights moved. Done before
+    the first step, so there is no optimizer state to carry."""
+    head = {id(p) for n, p in model.named_parameters() if p.requires_grad and modeling.is_head_parameter(n, modules)}
+    moved = 0
+    for group in list(optimizer.param_groups):
+        mine = [p for p in group["params"] if id(p) in head]
+        if not mine:
+            continue
+        group["params"] = [p for p in group["params"] if id(p) not in head]
+        optimizer.add_param_group({**{k: v for k, v in group.items() if k != "params"}, "params": mine, "lr": lr})
+        moved += sum(p.numel() for p in mine)
+    optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
+    return moved
 
 
 def _metrics_fn(recipe, task_data):

@@ -98,12 +98,15 @@ def test_one_command_prints_the_table_and_writes_every_figure(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     data = json.loads(out.read_text())
     names = [p["name"] for p in data["phases"]]
-    assert names == ["tiny-bert sst2 plain", "tiny-bert sst2 kit", "tiny-roberta sst2 plain", "tiny-roberta sst2 kit"]
+    assert names == ["tiny-bert sst2 plain", "tiny-bert sst2 kit", "tiny-bert sst2 kit batch 32",
+                     "tiny-roberta sst2 plain", "tiny-roberta sst2 kit"]
     assert all(len(p["results"]) == 1 and not p["errors"] for p in data["phases"])
+    assert [r["batch"] for p in data["phases"] for r in p["results"]] == [16, 16, 32, 16, 16]
     assert set(data["bounds"]) == {"tiny-bert", "tiny-roberta"}
     table = [line for line in proc.stdout.splitlines() if line.startswith("| tiny-")]
     ratios = [line for line in table if line.rstrip(" |").endswith("x**")]
-    assert len(ratios) == 2, proc.stdout  # b/a on each kit row
+    assert len(ratios) == 3, proc.stdout  # b/a on each kit row, the larger batch's included
+    assert any("| kit, batch set | 32 |" in line for line in ratios), proc.stdout
 
 
 def test_step_profile_runs_and_splits_the_step():
@@ -121,3 +124,12 @@ def test_allocator_benchmark_runs_both_settings(tiny_bert, capsys):
     assert set(summary) == set(allocator.SETTINGS)
     assert all(s["peak_rss_mb"] > 0 and s["samples_per_s"] > 0 for s in summary.values())
     assert "| mmap threshold 128 KB |" in capsys.readouterr().out
+
+
+def test_step_options_times_compile_and_attention_kernels(tiny_bert):
+    from bench import step_options
+
+    result = step_options.main(["--steps", "2", "--batch", "2", "--lengths", "8,16", "--model", str(tiny_bert)])
+    assert set(result["median_ms"]) == {"sdpa (default)", "eager attention", "sdpa + torch.compile",
+                                         "sdpa + bf16 embeddings"}
+    assert all(ms > 0 for ms in result["median_ms"].values()) and all(s > 0 for s in result["first_pass_s"].values())

@@ -35,14 +35,30 @@ def test_seed_spread_refuses_a_sweep_without_seeds(tmp_path):
         seed_spread.main([str(tmp_path), str(tmp_path / "spread.md")])
 
 
-def test_compare_table_adds_the_head_only_column():
+def test_compare_table_adds_a_column_per_variant():
     s = {"task": "mrpc", "metric": "accuracy", "lora_lr": "1e-3", "full_lr": "5e-5", "lora_trainable_percent": 0.976,
          "lora_best": 0.80, "full_best": 0.81, "lora_final": 0.79, "full_final": 0.80, "lora_s_per_epoch": 50.0,
          "full_s_per_epoch": 60.0, "majority_accuracy": 0.68, "lora_accuracy": 0.79, "full_accuracy": 0.80,
          "gap_final_points": -1.0, "gap_best_points": -1.0}
     plain = compare_tasks.markdown([s]).splitlines()
-    ablated = compare_tasks.markdown([{**s, "head_only_final": 0.68, "head_only_gap_points": -12.0}]).splitlines()
+    ablated = compare_tasks.markdown([{**s, "head_only_final": 0.68, "head_only_gap_points": -12.0}],
+                                     [("head_only", "LoRA final, classifier only")]).splitlines()
     assert len(ablated[0].split("|")) == len(plain[0].split("|")) + 2
     assert "| LoRA final | full final | gap (pts) | LoRA final, classifier only | gap (pts) | LoRA best |" in ablated[0]
     assert "| 0.7900 | 0.8000 | -1.0 | 0.6800 | -12.0 |" in ablated[2]
     assert ablated[2].endswith("| yes |") and len(ablated[1].split("|")) == len(ablated[0].split("|"))
+
+
+def test_seed_spread_pairs_further_sweeps_with_the_first_ones_full_runs(tmp_path):
+    (tmp_path / "seeds").mkdir()
+    (tmp_path / "seeds" / "results.csv").write_text(CSV)
+    (tmp_path / "wider").mkdir()
+    (tmp_path / "wider" / "results.csv").write_text(
+        "setting,seed,lora_r,status,trainable_params,best_eval_accuracy,eval_accuracy\n"
+        '"seed=42,lora_r=16",42,16,trained,20,0.85,0.845\n"seed=43,lora_r=16",43,16,trained,20,0.85,0.84\n')
+    seed_spread.main([str(tmp_path / "seeds"), str(tmp_path / "spread.md"), str(tmp_path / "wider")])
+    text = (tmp_path / "spread.md").read_text()
+    assert "| sweep=wider, lora_r=16 | 2 | 0.8425 | 0.0035 | 0.8400 | 0.8450 |" in text
+    # Paired with the first folder's full runs: 84.5 - 84 = +0.5, 84 - 85 = -1 points.
+    assert "| sweep=wider, lora_r=16 | 2 | -0.25 | 1.06 | +0.5 -1.0 |" in text
+    assert "| method=lora, learning_rate=1e-3 | 2 | -2.50 | 2.12 | -1.0 -4.0 |" in text

@@ -73,3 +73,65 @@ def test_the_pooler_trains_and_travels_in_the_adapter(tiny_models, tmp_path):
         keys = [k for k in f.keys() if ".pooler." in k and k.endswith("dense.weight")]
         assert keys, "the adapter carries no pooler"
         assert not torch.equal(f.get_tensor(keys[0]), base_pooler)  # trained, not a copy of the frozen one
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_head_learning_rate_puts_the_head_in_groups_of_its_own(tiny_models, method):
+    from lorakit.training import split_head_groups
+
+    recipe = _recipe(tiny_models["bert"], "--method", method, "--head_learning_rate", "1e-4")
+    config = modeling.load_config(recipe, LABELS)
+    model = modeling.build_model(recipe, config)
+    names = {id(p): n for n, p in model.named_parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": 0.1},
+         {"params": [p for p in trainable if p.ndim == 1], "weight_decay": 0.0}], lr=1e-3)
+    moved = split_head_groups(optimizer, model, modeling.head_modules(recipe, config), recipe.head_learning_rate)
+    assert moved == modeling.head_weights(recipe, config, model) == (32 * 32 + 32) + (32 * 2 + 2)
+    by_lr = {}
+    for group in optimizer.param_groups:
+        by_lr.setdefault(group["lr"], set()).update(names[id(p)] for p in group["params"])
+        assert group["params"], "an empty group left behind"
+    head = by_lr[1e-4]
+    assert all(f".{n}".startswith((".bert.pooler.", ".classifier.", ".base_model.model.bert.pooler.",
+                                   ".base_model.model.classifier.")) for n in head)
+    assert len(head) == 4  # the pooler's and the classifier's weight and bias
+    assert not any(".lora_" in n for n in head)
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(trainable)  # nothing lost or doubled
+    # Weight decay follows each parameter into its new group.
+    decays = {names[id(p)]: g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert all(decays[n] == (0.1 if n.endswith("weight") else 0.0) for n in head)
+
+
+def test_head_learning_rate_reaches_the_trainer(tiny_models, tmp_path):
+    # With the head's rate at 1e-12 the pooler leaves training as it came, while the LoRA matrices (1e-2) move:
+    # the groups are the ones Trainer steps and schedules, not a copy.
+    out = tmp_path / "run"
+    proc = run_script("train.py", "--task", "mrpc", "--model_name_or_path", str(tiny_models["bert"]),
+                      "--dataset_name", str(GLUE), *QUICK, "--learning_rate", "1e-2", "--head_learning_rate",
+                      "1e-12", "--output_dir", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "head (classifier, score, pooler): 1,122 trainable weights at learning rate 1e-12" in proc.stderr
+    base = load_file(str(tiny_models["bert"] / "model.safetensors"))
+    base_pooler = next(v for k, v in base.items() if k.endswith("pooler.dense.weight"))
+    with safe_open(str(out / "adapter_model.safetensors"), "pt") as f:
+        pooler = f.get_tensor(next(k for k in f.keys() if ".pooler." in k and k.endswith("dense.weight")))
+        lora_b = [f.get_tensor(k) for k in f.keys() if "lora_B" in k]
+    torch.testing.assert_close(pooler, base_pooler, rtol=0, atol=1e-9)
+    assert lora_b and all(t.abs().max() > 1e-4 for t in lora_b)
+
+
+@pytest.mark.parametrize("value", ["0", "-1e-4"])
+def test_head_learning_rate_must_be_positive(tiny_models, value):
+    with pytest.raises(UsageError, match=f"head_learning_rate should be a positive number but the value passed is "):
+        _recipe(tiny_models["bert"], "--head_learning_rate", value)
+
+
+def test_head_learning_rate_without_a_head_is_a_one_line_error(tiny_models):
+    recipe = _recipe(tiny_models["bert"], "--head_learning_rate", "1e-4")
+    config = modeling.load_config(recipe, LABELS)
+    model = modeling.build_model(recipe, config, random_weights=True)
+    with pytest.raises(UsageError, match="no trainable parameter belongs to the head modules"):
+        modeling.head_weights(recipe, config, torch.nn.Sequential(torch.nn.Linear(2, 2)))
+    assert modeling.head_weights(recipe, config, model) == 32 * 32 + 32 + 32 * 2 + 2

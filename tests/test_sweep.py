@@ -85,6 +85,18 @@ def test_2x2_sweep_end_to_end_then_resumed_without_training_anything_twice(tiny_
     assert (interrupted / "metrics.json").is_file()
     assert [r["status"] for r in _rows(out)] == ["reused", "reused", "reused", "resumed"]
 
+    # Runs recorded by an older kit, before a key was added: at its default the key changed nothing, so they are
+    # reused; set to anything else it is a change like any other.
+    record = json.loads((out / "sweep.json").read_text())
+    for run in record["runs"].values():
+        assert run["recipe"].pop("head_learning_rate") is None
+    (out / "sweep.json").write_text(json.dumps(record))
+    proc = run_script("train.py", *argv)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [r["status"] for r in _rows(out)] == ["reused"] * 4
+    proc = run_script("train.py", *argv, "--head_learning_rate", "1e-4")
+    assert proc.returncode == 2 and "head_learning_rate" in _one_error_line(proc.stderr)
+
     # A changed flag would mix old and new runs in one table: refused before anything trains.
     before = tree(out)
     proc = run_script("train.py", *argv, "--learning_rate", "1e-4")
