@@ -9,6 +9,7 @@ Any recipe key can be overridden as --key value; README.md lists them.
 
 import sys
 
+from lorakit import allocator
 from lorakit.errors import run_cli
 from lorakit.recipe import parse_recipe
 
@@ -33,4 +34,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    allocator.reexec()  # before torch loads: LD_PRELOAD only takes at process start
     sys.exit(run_cli(main))

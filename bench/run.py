@@ -33,6 +33,7 @@ from pathlib import Path
 
 from bench import hardware
 from bench.training import ROBERTA_BASE, random_model
+from lorakit import allocator
 
 REPO = Path(__file__).resolve().parents[1]
 OTHER_BENCHMARKS = ("inference", "lora_impl", "memory")
@@ -114,7 +115,9 @@ def run_phase(phase: Phase, model_dir: str, folder: Path) -> None:
            "--eval_samples", str(phase.eval_samples), "--out", str(out),
            *(["--per_device_train_batch_size", str(phase.batch)] if phase.batch else [])]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True)
+    # The kit's phases run on the allocator train.py re-executes itself onto; the plain pipeline on glibc's.
+    env = {**_env(), **(allocator.preload_env() if phase.pipeline == "kit" else {})}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if proc.returncode != 0 or not out.is_file():
         phase.errors.append(proc.stderr[-3000:])
         print(f"  {phase.name}: FAILED (exit {proc.returncode})\n{proc.stderr[-3000:]}", flush=True)
@@ -209,7 +212,7 @@ def reading_lines(phases: list[Phase], bounds: dict[str, dict]) -> list[str]:
             continue
         first = p.results[0]
         rate = p.median("samples_per_s")
-        line = (f"- {p.name}: {first['mean_tokens']:.1f} real tokens per sample, "
+        line = (f"- {p.name} (on {first['allocator']} malloc): {first['mean_tokens']:.1f} real tokens per sample, "
                 f"{first['flops_per_sample'] / 1e9:.2f} GFLOP per sample useful")
         if p.pipeline == "plain":
             executed = rate * first["padded_flops_per_sample"] / 1e9

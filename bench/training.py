@@ -28,6 +28,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from bench import hardware
+from lorakit import allocator
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MAX_LENGTH = 128  # the plain pipeline's padding length, and the truncation both pipelines share
@@ -194,6 +195,7 @@ def measure(pipeline: str, model_dir: str, workload_name: str, samples: int, *, 
         "flops_per_sample": statistics.fmean(hardware.lora_train_flops(shapes, t) for t in lengths),
         "shapes": shapes,
         "peak_rss_mb": _peak_rss_mb(),
+        "allocator": allocator.active(),
     })
     if pipeline == "plain":
         result["padded_flops_per_sample"] = hardware.lora_train_flops(shapes, MAX_LENGTH)

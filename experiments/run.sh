@@ -3,7 +3,8 @@
 #
 #   bash experiments/run.sh method    # LoRA against full fine-tuning on sst2, cola, mrpc, rte, agnews
 #   bash experiments/run.sh head      # LoRA with the classifier alone trained (no pooler), the old default
-#   bash experiments/run.sh seeds     # SST-2 and RTE: LoRA against full at three seeds (one run is noisy)
+#   bash experiments/run.sh seeds     # SST-2 and RTE: LoRA against full at three seeds (one run is noisy), RTE's
+#                                     # LoRA at twice the epochs too
 #   bash experiments/run.sh levers    # SST-2, three seeds: the head's learning rate, the LoRA scope, 4 epochs
 #   bash experiments/run.sh attn      # the two scopes that won `levers` (LoRA on q,k,v,o) on every task
 #   bash experiments/run.sh long      # LoRA at twice the epochs on every task (the other lever that worked)
@@ -84,7 +85,10 @@ seeds() {
   python train.py --task rte --dataset_name $GLUE "${COMMON[@]}" --num_train_epochs 3 \
     --sweep seed=42,43,44 --sweep method:learning_rate=lora:1e-3,full:5e-5 --output_dir "$RUNS/seeds_rte"
   collect seeds_rte
-  python experiments/seed_spread.py "$RUNS/seeds_rte" experiments/seeds_rte/spread.md
+  # LoRA at twice the epochs (`long`) at the same seeds, paired with the full runs above.
+  python train.py --task rte --dataset_name $GLUE "${COMMON[@]}" --learning_rate 1e-3 --num_train_epochs 6 \
+    --sweep seed=42,43,44 --output_dir "$RUNS/long_seeds_rte"
+  python experiments/seed_spread.py "$RUNS/seeds_rte" experiments/seeds_rte/spread.md "$RUNS/long_seeds_rte"
 }
 
 levers() {

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from . import data as data_lib
-from . import hardware, modeling, report
+from . import allocator, hardware, modeling, report
 from .errors import UsageError
 from .fileio import check_output_dir, staged_folder, write_json_atomic
 from .recipe import Resolved
@@ -147,6 +147,7 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
              hardware.device_name(), args.world_size, hardware.precision_label(kwargs),
              args.per_device_train_batch_size,
              args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps)
+    log.info("C allocator: %s", allocator.describe())
     for line in notes + params.lines():
         log.info(line)
     if recipe.dry_run:
