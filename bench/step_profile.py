@@ -1,12 +1,13 @@
-"""Where a kit training step spends its time, and what storing the frozen linears in bf16 saves.
+"""Where a kit training step spends its time, and what storing the frozen linears in bf16 and FastDropout save.
 
     python -m bench.step_profile [--steps 30] [--batch 16] [--tokens 16]
 
 MiniLM-L6 with PEFT LoRA r=8 on query,value (dropout 0.1), bf16 autocast, fused AdamW, as train.py runs it on an
-AVX-512-BF16 CPU. Two copies of the model take turns step by step, one with its frozen nn.Linear layers in fp32
-(autocast casts them at every step), one with them stored in bf16 (`lorakit.modeling.store_frozen_linears`);
-prints the median step of each and their ratio, then the share of CPU time per operator over 10 steps of the
-bf16-stored copy (torch.profiler).
+AVX-512-BF16 CPU. Three copies of the model take turns step by step: the kit's (frozen nn.Linear layers stored
+in bf16 by `lorakit.modeling.store_frozen_linears`, dropout by `lorakit.dropout.FastDropout`), one with the
+frozen linears left in fp32 (autocast casts them at every step), one with torch's own dropout; prints the median
+step of each and its ratio to the kit's, then the share of CPU time per operator over 10 steps of the kit's copy
+(torch.profiler).
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ import time
 
 import torch
 
+KIT = "kit (bf16 frozen linears, FastDropout)"
 
-def _model(store: bool):
+
+def _model(store: bool, fast_dropout: bool):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification
 
     from bench.run import minilm_path
     from lorakit import modeling
+    from lorakit.dropout import use_fast_dropout
 
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=2)
@@ -31,6 +35,8 @@ def _model(store: bool):
                                              target_modules=["query", "value"]))
     if store:
         modeling.store_frozen_linears(model, torch.bfloat16)
+    if fast_dropout:
+        use_fast_dropout(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, fused=True)
     return model.train(), optimizer
 
@@ -54,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
         optimizer.step()
         optimizer.zero_grad()
 
-    copies = {"frozen linears fp32": _model(False), "frozen linears bf16": _model(True)}
+    copies = {KIT: _model(True, True), "frozen linears fp32": _model(False, True), "torch's dropout": _model(True, False)}
     times = {name: [] for name in copies}
     for i in range(args.steps + 3):
         for name, (model, optimizer) in copies.items():
@@ -67,12 +73,13 @@ def main(argv: list[str] | None = None) -> dict:
           f"median of {args.steps} interleaved steps after 3 warm-up:")
     for name, ms in medians.items():
         print(f"  {name}: {ms:.1f} ms")
-    ratio = medians["frozen linears fp32"] / medians["frozen linears bf16"]
-    print(f"speed-up from storing the frozen linears in bf16: {ratio:.2f}x")
+    ratios = {name: ms / medians[KIT] for name, ms in medians.items() if name != KIT}
+    for name, ratio in ratios.items():
+        print(f"  {name} / kit: {ratio:.2f}x the kit's step")
 
     from torch.profiler import ProfilerActivity, profile
 
-    model, optimizer = copies["frozen linears bf16"]
+    model, optimizer = copies[KIT]
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(10):
             step(model, optimizer)
@@ -81,14 +88,16 @@ def main(argv: list[str] | None = None) -> dict:
     shares = {e.key: e.self_cpu_time_total / total for e in events}
     groups = {"matmul (mm, addmm, bmm)": ("aten::mm", "aten::addmm", "aten::bmm"),
               "dtype casts (copy_)": ("aten::copy_",),
-              "dropout (bernoulli_, div_) and mul": ("aten::bernoulli_", "aten::div_", "aten::mul"),
+              "dropout masks (random_, ge; bernoulli_ inside attention)": ("aten::random_", "aten::ge",
+                                                                           "aten::bernoulli_"),
+              "elementwise mul, div (dropout's scaling among them)": ("aten::mul", "aten::mul_", "aten::div_"),
               "fused AdamW": ("aten::_fused_adamw_",)}
     print("share of CPU time over 10 steps (torch.profiler, self time):")
     grouped = {}
     for name, ops in groups.items():
         grouped[name] = sum(shares.get(op, 0.0) for op in ops)
         print(f"  {name}: {grouped[name]:.0%}")
-    return {"median_ms": medians, "ratio": ratio, "shares": grouped}
+    return {"median_ms": medians, "ratios": ratios, "shares": grouped}
 
 
 if __name__ == "__main__":

@@ -159,6 +159,11 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
     if half is not None and recipe.method == "lora" and not (args.fsdp or args.deepspeed):
         stored = modeling.store_frozen_linears(model, half)
         log.info("frozen linear layers kept in %s (autocast would cast them at every step): %d", half, stored)
+    if recipe.fast_dropout and args.device.type == "cpu":
+        from .dropout import use_fast_dropout
+
+        swapped = use_fast_dropout(model)
+        log.info("dropout layers drawing their masks four elements per random word (CPU; fast_dropout): %d", swapped)
 
     tokenizer = modeling.load_tokenizer(recipe)
     with args.main_process_first(desc="tokenising"):
