@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> dict:
         optimizer.step()
         optimizer.zero_grad()
 
-    copies = {KIT: _model(True, True), "frozen linears fp32": _model(False, True), "torch's dropout": _model(True, False)}
+    copies = {KIT: _model(True, True), "frozen linears fp32": _model(False, True),
+              "torch's dropout": _model(True, False)}
     times = {name: [] for name in copies}
     for i in range(args.steps + 3):
         for name, (model, optimizer) in copies.items():

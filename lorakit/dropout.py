@@ -4,7 +4,7 @@ On CPU, `nn.Dropout` draws one random number per element (`bernoulli_`, 4 ns an 
 (embeddings, attention output, feed-forward output, LoRA's input dropout) took 36% of a LoRA step's CPU time on
 SST-2 lengths (`python -m bench.step_profile`), about as much as the matrix multiplies. `FastDropout` draws 64-bit
 words from the same generator (`random_`, so `set_seed` makes it reproducible) and compares each 16-bit quarter
-against round(p * 65536): one draw per four elements, 2.7x faster masks. The drop probability is thereby rounded
+against round(p * 65536): one draw per four elements. The drop probability is thereby rounded
 to a multiple of 1/65536 (0.1 -> 0.100006) and the kept values are scaled by the inverse of the rounded keep
 probability, so the expectation stays the input's. Backward keeps the mask as bool (1 byte an element, where
 torch's dropout keeps a noise tensor of the input's dtype).
