@@ -1,14 +1,20 @@
-"""What torch.compile and the attention kernel do to a kit training step (BENCHMARKS.md, "What was tried").
+"""What the attention function, torch.compile and the residual stream's dtype do to a kit training step.
 
-    python -m bench.step_options [--steps 24] [--batch 16] [--lengths 16,24,32,40]
+    python -m bench.step_options [--steps 24] [--batch 16] [--lengths 16,24,32,40] [--only OPTION ...]
+                                 [--math_max_tokens N]
 
-MiniLM-L6 with PEFT LoRA r=8 on query,value (dropout 0.1), frozen linears stored in bf16, bf16 autocast, fused
-AdamW: the step train.py runs on an AVX-512-BF16 CPU. Three copies take turns step by step on batches whose
-length cycles through `--lengths` (the kit's length-grouped batches, padded to multiples of 8, come in a handful
-of lengths): SDPA attention (transformers' default for BERT, the kit's), eager attention, and SDPA under
-`torch.compile(dynamic=True)`, and SDPA with the frozen embeddings stored in bf16 too (the residual stream then
-stays bf16 between layers instead of fp32, so the layers' inputs need no cast). The compiled copy's first pass over every length (compilation) is timed apart;
-then prints each copy's median step and its ratio to the default.
+MiniLM-L6 with PEFT LoRA r=8 on query,value (dropout 0.1), frozen linears stored in bf16, FastDropout, the kit's
+CPU attention (`lorakit.attention`), bf16 autocast, fused AdamW: the step train.py runs on an AVX-512-BF16 CPU.
+Copies of it take turns step by step on batches whose length cycles through `--lengths` (the kit's
+length-grouped batches, padded to multiples of 8, come in a handful of lengths; so each row here ends in 0-7
+masked padding tokens). Each copy is changed in one way (`OPTIONS`): transformers' own SDPA attention (the
+probabilities' dropout inside `scaled_dot_product_attention`); eager attention; `torch.compile` with dynamic
+shapes, and with one static graph per length; the frozen embeddings stored in bf16 too (the residual stream
+then stays bf16 between layers, so the layers' inputs need no cast); and, with the attention probabilities'
+dropout set to 0, SDPA's own kernel choice (its CPU flash kernel) against the kit's (SDPA's math kernel on rows
+up to `lorakit.attention.MATH_KERNEL_MAX_TOKENS`). Every copy's first pass over the lengths (kernels built,
+graphs compiled) is timed apart; then prints each copy's median step and its ratio to the kit's (BENCHMARKS.md,
+"What was tried").
 """
 
 from __future__ import annotations
@@ -16,30 +22,62 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 
+KIT = "the kit's step"
 
-def _model(attn: str, compiled: bool, model_path: str | None, bf16_stream: bool = False):
+
+@dataclass(frozen=True)
+class Option:
+    attn: str = "sdpa"
+    compile: str | None = None  # "dynamic" or "static"
+    bf16_embeddings: bool = False
+    attention_dropout: float | None = None  # None: the backbone's own (0.1 for MiniLM)
+    cpu_attention: bool = True  # lorakit.attention (only over SDPA)
+
+
+OPTIONS = {
+    KIT: Option(),
+    "transformers' SDPA attention": Option(cpu_attention=False),
+    "eager attention": Option(attn="eager"),
+    "torch.compile(dynamic=True)": Option(compile="dynamic"),
+    "torch.compile, a static graph per length": Option(compile="static"),
+    "bf16 embeddings": Option(bf16_embeddings=True),
+    "attention dropout 0, SDPA's choice (flash)": Option(attention_dropout=0.0, cpu_attention=False),
+    "attention dropout 0, the kit's (math kernel)": Option(attention_dropout=0.0),
+}
+
+
+def _model(option: Option, model_path: str | None):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification
 
     from bench.run import minilm_path
     from lorakit import modeling
+    from lorakit.attention import use_cpu_attention
+    from lorakit.dropout import use_fast_dropout
 
     torch.manual_seed(0)
+    extra = {} if option.attention_dropout is None else {"attention_probs_dropout_prob": option.attention_dropout}
     model = AutoModelForSequenceClassification.from_pretrained(model_path or minilm_path(), num_labels=2,
-                                                               attn_implementation=attn)
+                                                               attn_implementation=option.attn, **extra)
     model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.1,
                                              target_modules=["query", "value"]))
     modeling.store_frozen_linears(model, torch.bfloat16)
-    if bf16_stream:  # embeddings out in bf16: LayerNorm keeps its input's dtype, so the residual stream stays bf16
+    use_fast_dropout(model)
+    if option.cpu_attention:
+        use_cpu_attention(model)
+    if option.bf16_embeddings:  # embeddings out in bf16: LayerNorm keeps its input's dtype, so the stream stays bf16
         for module in model.modules():
             if isinstance(module, torch.nn.Embedding):
                 module.to(torch.bfloat16)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, fused=True)
     model.train()
-    return (torch.compile(model, dynamic=True) if compiled else model), optimizer
+    if option.compile:
+        model = torch.compile(model, dynamic=option.compile == "dynamic")
+    return model, optimizer
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -48,30 +86,41 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lengths", default="16,24,32,40", help="token lengths the batches cycle through")
     parser.add_argument("--model", default=None, help="model folder (default: MiniLM-L6 from its PyPI package)")
+    parser.add_argument("--math_max_tokens", type=int, default=None,
+                        help="override lorakit.attention.MATH_KERNEL_MAX_TOKENS for this run (to find the crossover)")
+    parser.add_argument("--only", action="append", choices=list(OPTIONS), metavar="OPTION",
+                        help="time only these copies (repeatable; the kit's is always timed): one of " +
+                             "; ".join(OPTIONS))
     args = parser.parse_args(argv)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     lengths = [int(n) for n in args.lengths.split(",")]
+    if args.math_max_tokens is not None:
+        from lorakit import attention
+
+        attention.MATH_KERNEL_MAX_TOKENS = args.math_max_tokens
     gen = torch.Generator().manual_seed(0)
-    batches = [(torch.randint(1000, 20000, (args.batch, n), generator=gen), torch.randint(0, 2, (args.batch,),
-                                                                                       generator=gen))
-               for n in lengths]
+    batches = []
+    for n in lengths:
+        x = torch.randint(1000, 20000, (args.batch, n), generator=gen)
+        real = n - torch.randint(0, min(8, n), (args.batch,), generator=gen)  # padded up to a multiple of 8
+        mask = (torch.arange(n)[None, :] < real[:, None]).long()
+        batches.append((x, mask, torch.randint(0, 2, (args.batch,), generator=gen)))
 
     def step(model, optimizer, i):
-        x, y = batches[i % len(batches)]
+        x, mask, y = batches[i % len(batches)]
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = model(input_ids=x, attention_mask=torch.ones_like(x), labels=y).loss
+            loss = model(input_ids=x, attention_mask=mask, labels=y).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         return loss.item()
 
-    copies = {"sdpa (default)": _model("sdpa", False, args.model), "eager attention": _model("eager", False, args.model),
-              "sdpa + torch.compile": _model("sdpa", True, args.model),
-              "sdpa + bf16 embeddings": _model("sdpa", False, args.model, bf16_stream=True)}
+    chosen = [name for name in OPTIONS if not args.only or name == KIT or name in args.only]
+    copies = {name: _model(OPTIONS[name], args.model) for name in chosen}
     warm = {}
-    for name, (model, optimizer) in copies.items():  # one pass over every length: kernels built, graphs compiled
+    for name, (model, optimizer) in copies.items():  # one pass over every length: kernels, graphs built
         start = time.perf_counter()
         for i in range(len(batches)):
             step(model, optimizer, i)
@@ -83,11 +132,11 @@ def main(argv: list[str] | None = None) -> dict:
             step(model, optimizer, i)
             times[name].append(time.perf_counter() - start)
     medians = {name: statistics.median(t) * 1e3 for name, t in times.items()}
-    base = medians["sdpa (default)"]
+    base = medians[KIT]
     print(f"batch {args.batch}, lengths {lengths} in turn, bf16 autocast, {torch.get_num_threads()} threads, "
           f"median of {args.steps} interleaved steps after one pass over every length:")
     for name, ms in medians.items():
-        print(f"  {name}: {ms:.1f} ms ({ms / base:.2f}x the default's step); first pass {warm[name]:.1f} s")
+        print(f"  {name}: {ms:.1f} ms ({ms / base:.2f}x the kit's step); first pass {warm[name]:.1f} s")
     return {"median_ms": medians, "first_pass_s": warm}
 
 

@@ -4,8 +4,9 @@
 
 MiniLM-L6 with PEFT LoRA r=8 on query,value (dropout 0.1), bf16 autocast, fused AdamW, as train.py runs it on an
 AVX-512-BF16 CPU. Three copies of the model take turns step by step: the kit's (frozen nn.Linear layers stored
-in bf16 by `lorakit.modeling.store_frozen_linears`, dropout by `lorakit.dropout.FastDropout`), one with the
-frozen linears left in fp32 (autocast casts them at every step), one with torch's own dropout; prints the median
+in bf16 by `lorakit.modeling.store_frozen_linears`, dropout by `lorakit.dropout.FastDropout`, the attention
+probabilities' too by `lorakit.attention`), one with the frozen linears left in fp32 (autocast casts them at
+every step), one with torch's own dropout and transformers' SDPA attention (`fast_dropout: false`); prints the median
 step of each and its ratio to the kit's, then the share of CPU time per operator over 10 steps of the kit's copy
 (torch.profiler).
 """
@@ -18,7 +19,7 @@ import time
 
 import torch
 
-KIT = "kit (bf16 frozen linears, FastDropout)"
+KIT = "kit (bf16 frozen linears, FastDropout, lorakit attention)"
 
 
 def _model(store: bool, fast_dropout: bool):
@@ -27,6 +28,7 @@ def _model(store: bool, fast_dropout: bool):
 
     from bench.run import minilm_path
     from lorakit import modeling
+    from lorakit.attention import use_cpu_attention
     from lorakit.dropout import use_fast_dropout
 
     torch.manual_seed(0)
@@ -35,8 +37,9 @@ def _model(store: bool, fast_dropout: bool):
                                              target_modules=["query", "value"]))
     if store:
         modeling.store_frozen_linears(model, torch.bfloat16)
-    if fast_dropout:
+    if fast_dropout:  # as training does on CPU with `fast_dropout` on: the attention probabilities' dropout too
         use_fast_dropout(model)
+        use_cpu_attention(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, fused=True)
     return model.train(), optimizer
 
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
         optimizer.zero_grad()
 
     copies = {KIT: _model(True, True), "frozen linears fp32": _model(False, True),
-              "torch's dropout": _model(True, False)}
+              "torch's dropout and SDPA's": _model(True, False)}
     times = {name: [] for name in copies}
     for i in range(args.steps + 3):
         for name, (model, optimizer) in copies.items():

@@ -10,8 +10,7 @@ probability, so the expectation stays the input's. Backward keeps the mask as bo
 torch's dropout keeps a noise tensor of the input's dtype).
 
 CUDA's fused dropout kernel is faster than this, so training swaps these in on CPU only (recipe key
-`fast_dropout`). The attention probabilities' dropout happens inside scaled_dot_product_attention and stays
-torch's.
+`fast_dropout`), and drops the attention probabilities with `fast_dropout` too (`lorakit.attention`).
 """
 
 from __future__ import annotations
@@ -42,16 +41,23 @@ class _ScaleByMask(torch.autograd.Function):
         return grad.mul(mask).mul_(ctx.scale), None, None
 
 
+def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Training-mode dropout of `x` with the mask from `keep_mask`, kept values scaled to keep the expectation."""
+    dropped = round(p * LEVELS)
+    if dropped == 0:
+        return x
+    if dropped >= LEVELS:
+        return x * 0
+    return _ScaleByMask.apply(x, keep_mask(x.shape, p, x.device), LEVELS / (LEVELS - dropped))
+
+
 class FastDropout(nn.Dropout):
     """nn.Dropout with the mask from `keep_mask`; the same module otherwise (`p`, eval mode, state dict)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        dropped = round(self.p * LEVELS)
-        if dropped >= LEVELS:
-            return x * 0
-        return _ScaleByMask.apply(x, keep_mask(x.shape, self.p, x.device), LEVELS / (LEVELS - dropped))
+        return fast_dropout(x, self.p)
 
 
 def use_fast_dropout(model: nn.Module) -> int:

@@ -69,8 +69,9 @@ class Recipe:
         help="Learning rate of the head (the classifier and lora_modules_to_save, e.g. BERT's pooler); default: "
              "learning_rate. LoRA's matrices start at zero and want a high rate; a pretrained pooler may not.")
     max_trainable_params: int | None = _key(help="Stop before training if the run would train more than this.")
-    fast_dropout: bool = _key(True, help="On CPU, dropout masks drawn four elements per 64-bit random word "
-                                          "(lorakit/dropout.py; faster than torch's there); false: torch's nn.Dropout.")
+    fast_dropout: bool = _key(True, help="On CPU, dropout masks drawn four elements per 64-bit random word, the "
+                                          "attention probabilities' included (lorakit/dropout.py, attention.py; "
+                                          "faster than torch's there); false: torch's nn.Dropout and SDPA's dropout.")
     load_in_4bit: bool = _key(False, help="Quantise the backbone to NF4 with bitsandbytes (QLoRA).")
     load_in_8bit: bool = _key(False, help="Quantise the backbone to int8 with bitsandbytes.")
     # Run

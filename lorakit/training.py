@@ -164,6 +164,12 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
 
         swapped = use_fast_dropout(model)
         log.info("dropout layers drawing their masks four elements per random word (CPU; fast_dropout): %d", swapped)
+        from .attention import MATH_KERNEL_MAX_TOKENS, use_cpu_attention
+
+        if use_cpu_attention(model):
+            log.info("attention: SDPA with the probabilities' dropout drawn the same way, and SDPA's math kernel "
+                     "without dropout on rows up to %d tokens (CPU training; lorakit/attention.py)",
+                     MATH_KERNEL_MAX_TOKENS)
 
     tokenizer = modeling.load_tokenizer(recipe)
     with args.main_process_first(desc="tokenising"):

@@ -113,8 +113,9 @@ def test_step_profile_runs_and_splits_the_step():
     from bench import step_profile
 
     result = step_profile.main(["--steps", "1", "--batch", "2", "--tokens", "8"])
-    assert set(result["median_ms"]) == {step_profile.KIT, "frozen linears fp32", "torch's dropout"}
-    assert set(result["ratios"]) == {"frozen linears fp32", "torch's dropout"} and min(result["ratios"].values()) > 0
+    assert set(result["median_ms"]) == {step_profile.KIT, "frozen linears fp32", "torch's dropout and SDPA's"}
+    assert set(result["ratios"]) == {"frozen linears fp32", "torch's dropout and SDPA's"}
+    assert min(result["ratios"].values()) > 0
     assert 0 < sum(result["shares"].values()) <= 1
 
 
@@ -129,10 +130,33 @@ def test_allocator_benchmark_runs_every_setting_on_its_allocator(tiny_bert, caps
     assert "| mimalloc, purge off (train.py's default) |" in capsys.readouterr().out
 
 
-def test_step_options_times_compile_and_attention_kernels(tiny_bert):
+def test_step_options_times_every_option(tiny_bert):
     from bench import step_options
 
     result = step_options.main(["--steps", "2", "--batch", "2", "--lengths", "8,16", "--model", str(tiny_bert)])
-    assert set(result["median_ms"]) == {"sdpa (default)", "eager attention", "sdpa + torch.compile",
-                                         "sdpa + bf16 embeddings"}
+    assert list(result["median_ms"]) == list(step_options.OPTIONS) and step_options.KIT in result["median_ms"]
     assert all(ms > 0 for ms in result["median_ms"].values()) and all(s > 0 for s in result["first_pass_s"].values())
+
+
+def test_step_options_copies_are_what_they_say(tiny_bert):
+    from torch.profiler import ProfilerActivity, profile
+
+    from bench import step_options
+    from lorakit.attention import NAME
+    from lorakit.dropout import FastDropout
+
+    x = torch.randint(5, 90, (2, 8))
+
+    def forward_ops(name: str):
+        model, _ = step_options._model(step_options.OPTIONS[name], str(tiny_bert))
+        with profile(activities=[ProfilerActivity.CPU]) as prof, torch.autocast("cpu", dtype=torch.bfloat16):
+            model(input_ids=x, attention_mask=torch.ones_like(x))  # in training mode, as the bench steps
+        return model, {e.key for e in prof.key_averages()}
+
+    flash, sdpa_math = "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math"
+    kit, ops = forward_ops(step_options.KIT)
+    assert any(isinstance(m, FastDropout) for m in kit.modules()) and kit.config._attn_implementation == NAME
+    assert flash not in ops and sdpa_math not in ops  # the probabilities' dropout is the kit's own
+    assert sdpa_math in forward_ops("transformers' SDPA attention")[1]  # dropout sends SDPA to its math kernel
+    assert flash in forward_ops("attention dropout 0, SDPA's choice (flash)")[1]
+    assert flash not in forward_ops("attention dropout 0, the kit's (math kernel)")[1]
