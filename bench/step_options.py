@@ -1,4 +1,5 @@
-"""What the attention function, torch.compile and the residual stream's dtype do to a kit training step.
+"""What the attention function, the dropout masks' arithmetic, torch.compile and the residual stream's dtype do
+to a kit training step.
 
     python -m bench.step_options [--steps 24] [--batch 16] [--lengths 16,24,32,40] [--only OPTION ...]
                                  [--math_max_tokens N]
@@ -12,7 +13,8 @@ probabilities' dropout inside `scaled_dot_product_attention`); eager attention; 
 shapes, and with one static graph per length; the frozen embeddings stored in bf16 too (the residual stream
 then stays bf16 between layers, so the layers' inputs need no cast); and, with the attention probabilities'
 dropout set to 0, SDPA's own kernel choice (its CPU flash kernel) against the kit's (SDPA's math kernel on rows
-up to `lorakit.attention.MATH_KERNEL_MAX_TOKENS`). Every copy's first pass over the lengths (kernels built,
+up to `lorakit.attention.MATH_KERNEL_MAX_TOKENS`); and FastDropout's masks applied as a multiply by the bool
+mask (session 7's arithmetic) instead of an AND of the elements' bits. Every copy's first pass over the lengths (kernels built,
 graphs compiled) is timed apart; then prints each copy's median step and its ratio to the kit's (BENCHMARKS.md,
 "What was tried").
 """
@@ -20,6 +22,7 @@ graphs compiled) is timed apart; then prints each copy's median step and its rat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ class Option:
     bf16_embeddings: bool = False
     attention_dropout: float | None = None  # None: the backbone's own (0.1 for MiniLM)
     cpu_attention: bool = True  # lorakit.attention (only over SDPA)
+    bool_multiply_dropout: bool = False  # FastDropout's masks applied by multiplying with the bool mask
 
 
 OPTIONS = {
@@ -47,7 +51,38 @@ OPTIONS = {
     "bf16 embeddings": Option(bf16_embeddings=True),
     "attention dropout 0, SDPA's choice (flash)": Option(attention_dropout=0.0, cpu_attention=False),
     "attention dropout 0, the kit's (math kernel)": Option(attention_dropout=0.0),
+    "dropout masks applied as a bool multiply": Option(bool_multiply_dropout=True),
 }
+
+
+class _BoolMultiply(torch.autograd.Function):
+    """FastDropout's apply as it was in session 7: x * mask * scale with the bool mask (kept for backward)."""
+
+    @staticmethod
+    def forward(ctx, x, mask, scale):
+        ctx.save_for_backward(mask)
+        ctx.scale = scale
+        return x.mul(mask).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (mask,) = ctx.saved_tensors
+        return grad.mul(mask).mul_(ctx.scale), None, None
+
+
+@contextlib.contextmanager
+def dropout_apply(option: Option):
+    """Within this block, FastDropout (and the attention's dropout) apply masks the way `option` says."""
+    from lorakit import dropout
+
+    if not option.bool_multiply_dropout:
+        yield
+        return
+    kit_apply, dropout._ScaleByMask = dropout._ScaleByMask, _BoolMultiply
+    try:
+        yield
+    finally:
+        dropout._ScaleByMask = kit_apply
 
 
 def _model(option: Option, model_path: str | None):
@@ -108,11 +143,13 @@ def main(argv: list[str] | None = None) -> dict:
         mask = (torch.arange(n)[None, :] < real[:, None]).long()
         batches.append((x, mask, torch.randint(0, 2, (args.batch,), generator=gen)))
 
-    def step(model, optimizer, i):
+    def step(name, i):
+        model, optimizer = copies[name]
         x, mask, y = batches[i % len(batches)]
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = model(input_ids=x, attention_mask=mask, labels=y).loss
-        loss.backward()
+        with dropout_apply(OPTIONS[name]):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = model(input_ids=x, attention_mask=mask, labels=y).loss
+            loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         return loss.item()
@@ -120,16 +157,16 @@ def main(argv: list[str] | None = None) -> dict:
     chosen = [name for name in OPTIONS if not args.only or name == KIT or name in args.only]
     copies = {name: _model(OPTIONS[name], args.model) for name in chosen}
     warm = {}
-    for name, (model, optimizer) in copies.items():  # one pass over every length: kernels, graphs built
+    for name in copies:  # one pass over every length: kernels, graphs built
         start = time.perf_counter()
         for i in range(len(batches)):
-            step(model, optimizer, i)
+            step(name, i)
         warm[name] = time.perf_counter() - start
     times = {name: [] for name in copies}
     for i in range(args.steps):
-        for name, (model, optimizer) in copies.items():
+        for name in copies:
             start = time.perf_counter()
-            step(model, optimizer, i)
+            step(name, i)
             times[name].append(time.perf_counter() - start)
     medians = {name: statistics.median(t) * 1e3 for name, t in times.items()}
     base = medians[KIT]

@@ -6,7 +6,8 @@ Reads the sweep's results.csv (written by `train.py --sweep seed=... --sweep met
 the runs by every swept key except seed, and writes (and prints) a Markdown table of the final headline metric:
 mean, sample standard deviation, min and max over seeds. With a `method` column holding lora and full, it adds
 the per-seed difference LoRA - full in points (the seed fixes the data order, the head's initialisation and the
-dropout masks, so runs with the same seed are paired). Further sweep folders (LoRA variants at the same seeds)
+dropout masks, so runs with the same seed are paired), with the standard error of its mean and a 95% interval
+(Student's t, n - 1 degrees of freedom). Further sweep folders (LoRA variants at the same seeds)
 join the table under their folder's name and are paired with the first folder's full fine-tuning runs.
 """
 
@@ -16,6 +17,23 @@ import csv
 import statistics
 import sys
 from pathlib import Path
+
+# Student's t, two-sided 95% (the 0.975 quantile), by degrees of freedom; the normal's 1.960 beyond 30.
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+         20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
+         29: 2.045, 30: 2.042}
+
+
+def paired_columns(diffs: list[float]) -> str:
+    """Mean, sd, standard error and 95% interval of per-seed differences, as Markdown cells."""
+    mean = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return f"{mean:+.2f} | nan | nan | nan"
+    sd = statistics.stdev(diffs)
+    se = sd / len(diffs) ** 0.5
+    half = T_975.get(len(diffs) - 1, 1.960) * se
+    return f"{mean:+.2f} | {sd:.2f} | {se:.2f} | {mean - half:+.1f} to {mean + half:+.1f}"
 
 
 def read_groups(folder: Path, label: str | None, groups: dict[tuple, dict[str, float]]) -> str:
@@ -51,14 +69,14 @@ def main(argv: list[str]) -> int:
                      f"{statistics.stdev(v) if len(v) > 1 else float('nan'):.4f} | {min(v):.4f} | {max(v):.4f} |")
     full = [g for k, g in groups.items() if ("method", "full") in k]
     if len(full) == 1:
-        lines += ["", "| LoRA setting | paired seeds | LoRA - full (pts), mean | sd | per seed |", "|---|---:|---:|---:|---|"]
+        lines += ["", "| LoRA setting | paired seeds | LoRA - full (pts), mean | sd | s.e. | 95% interval | per seed |",
+                  "|---|---:|---:|---:|---:|---|---|"]
         for key, by_seed in groups.items():
             if ("method", "full") in key:
                 continue
             seeds = sorted(set(by_seed) & set(full[0]), key=int)
             diffs = [100 * (by_seed[s] - full[0][s]) for s in seeds]
-            lines.append(f"| {', '.join(f'{k}={x}' for k, x in key)} | {len(diffs)} | {statistics.fmean(diffs):+.2f} | "
-                         f"{statistics.stdev(diffs) if len(diffs) > 1 else float('nan'):.2f} | "
+            lines.append(f"| {', '.join(f'{k}={x}' for k, x in key)} | {len(diffs)} | {paired_columns(diffs)} | "
                          f"{' '.join(f'{d:+.1f}' for d in diffs)} |")
     text = "\n".join(lines)
     out.write_text(text + "\n")

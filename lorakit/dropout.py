@@ -6,8 +6,10 @@ SST-2 lengths (`python -m bench.step_profile`), about as much as the matrix mult
 words from the same generator (`random_`, so `set_seed` makes it reproducible) and compares each 16-bit quarter
 against round(p * 65536): one draw per four elements. The drop probability is thereby rounded
 to a multiple of 1/65536 (0.1 -> 0.100006) and the kept values are scaled by the inverse of the rounded keep
-probability, so the expectation stays the input's. Backward keeps the mask as bool (1 byte an element, where
-torch's dropout keeps a noise tensor of the input's dtype).
+probability, so the expectation stays the input's. The mask is applied by AND-ing each element's bits with 0 or
+all ones (a multiply by a bool tensor converts every bool to the float type one element at a time, which took
+longer than drawing the mask); backward keeps it as one byte an element, where torch's dropout keeps a noise
+tensor of the input's dtype. A dropped element is +0 whatever it held (NaN and inf included).
 
 CUDA's fused dropout kernel is faster than this, so training swaps these in on CPU only (recipe key
 `fast_dropout`), and drops the attention probabilities with `fast_dropout` too (`lorakit.attention`).
@@ -28,17 +30,31 @@ def keep_mask(shape: torch.Size, p: float, device: torch.device | str = "cpu") -
     return (words.view(torch.int16)[:n] >= -(LEVELS >> 1) + round(p * LEVELS)).view(shape)
 
 
+# Integer types as wide as a float type's elements: a kept element's bits are AND-ed with all ones, a dropped one's
+# with 0.
+_SAME_WIDTH_INT = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _keep(x: torch.Tensor, bits: torch.Tensor, scale: float) -> torch.Tensor:
+    """x where `bits` (int8: -1 keep, 0 drop) keeps it, +0 elsewhere, times scale."""
+    width = _SAME_WIDTH_INT.get(x.element_size()) if x.is_floating_point() else None
+    if width is None:  # 1-byte floats, integers: the plain multiply
+        return x * bits.neg().to(x.dtype) * scale
+    return x.view(width).bitwise_and(bits.to(width)).view(x.dtype).mul_(scale)
+
+
 class _ScaleByMask(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
-        ctx.save_for_backward(mask)
+        bits = mask.view(torch.int8).neg()  # True -> -1: all bits set once widened
+        ctx.save_for_backward(bits)
         ctx.scale = scale
-        return x.mul(mask).mul_(scale)
+        return _keep(x, bits, scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (mask,) = ctx.saved_tensors
-        return grad.mul(mask).mul_(ctx.scale), None, None
+        (bits,) = ctx.saved_tensors
+        return _keep(grad, bits, ctx.scale), None, None
 
 
 def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:

@@ -148,9 +148,11 @@ def test_step_options_copies_are_what_they_say(tiny_bert):
     x = torch.randint(5, 90, (2, 8))
 
     def forward_ops(name: str):
-        model, _ = step_options._model(step_options.OPTIONS[name], str(tiny_bert))
-        with profile(activities=[ProfilerActivity.CPU]) as prof, torch.autocast("cpu", dtype=torch.bfloat16):
-            model(input_ids=x, attention_mask=torch.ones_like(x))  # in training mode, as the bench steps
+        option = step_options.OPTIONS[name]
+        model, _ = step_options._model(option, str(tiny_bert))
+        with profile(activities=[ProfilerActivity.CPU]) as prof, step_options.dropout_apply(option):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                model(input_ids=x, attention_mask=torch.ones_like(x))  # in training mode, as the bench steps
         return model, {e.key for e in prof.key_averages()}
 
     flash, sdpa_math = "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math"
@@ -160,3 +162,5 @@ def test_step_options_copies_are_what_they_say(tiny_bert):
     assert sdpa_math in forward_ops("transformers' SDPA attention")[1]  # dropout sends SDPA to its math kernel
     assert flash in forward_ops("attention dropout 0, SDPA's choice (flash)")[1]
     assert flash not in forward_ops("attention dropout 0, the kit's (math kernel)")[1]
+    assert "aten::bitwise_and" in ops  # the kit's masks select bits; the other copy multiplies by the bool mask
+    assert "aten::bitwise_and" not in forward_ops("dropout masks applied as a bool multiply")[1]

@@ -45,6 +45,30 @@ def test_gradient_is_the_forward_mask_times_the_scale():
     assert torch.allclose(out.detach()[kept], x.detach()[kept] * scale)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_every_float_width_keeps_exactly_the_scaled_input(dtype):
+    # The mask is applied to the elements' bits (AND with 0 or all ones), so it must match the multiply exactly.
+    torch.manual_seed(4)
+    x = torch.randn(33, 40, dtype=dtype)
+    specials = torch.tensor([float("nan"), float("-inf"), -0.0, -1.0], dtype=dtype)
+    x[0, :4] = x[0, 10:14] = specials  # with seed 5: NaN, -inf, -1 kept at 0-3; NaN dropped at 10
+    x.requires_grad_()
+    torch.manual_seed(5)
+    out = FastDropout(0.25)(x)
+    torch.manual_seed(5)
+    kept = keep_mask(x.shape, 0.25)  # the same draw
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    scale = LEVELS / (LEVELS - round(0.25 * LEVELS))
+    zero = torch.zeros((), dtype=dtype)
+    assert out.dtype == dtype and 0.65 < kept.float().mean().item() < 0.85 and kept[0, :4].sum() == 3 and not kept[0, 10]
+    exact = dict(rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(out.detach(), torch.where(kept, x.detach() * scale, zero), **exact)
+    dropped = out.detach()[~kept]
+    assert torch.equal(dropped, torch.zeros_like(dropped)) and not dropped.signbit().any()  # +0, NaN/inf too
+    assert torch.equal(x.grad, torch.where(kept, grad * scale, zero))
+
+
 def test_eval_mode_zero_p_and_seeds():
     x = torch.randn(8, 16, dtype=torch.bfloat16)
     assert FastDropout(0.1).eval()(x) is x and FastDropout(0.0)(x) is x

@@ -26,7 +26,8 @@ def test_seed_spread_pairs_runs_by_seed(tmp_path, capsys):
     text = (tmp_path / "spread.md").read_text()
     assert "| method=lora, learning_rate=1e-3 | 2 | 0.8200 | 0.0141 | 0.8100 | 0.8300 |" in text
     # LoRA - full per seed: 83 - 84 = -1, 81 - 85 = -4 points.
-    assert "| method=lora, learning_rate=1e-3 | 2 | -2.50 | 2.12 | -1.0 -4.0 |" in text
+    # Standard error 2.12 / sqrt(2) = 1.50; t(1 df) = 12.706, so -2.5 +- 19.06.
+    assert "| method=lora, learning_rate=1e-3 | 2 | -2.50 | 2.12 | 1.50 | -21.6 to +16.6 | -1.0 -4.0 |" in text
 
 
 def test_seed_spread_refuses_a_sweep_without_seeds(tmp_path):
@@ -60,5 +61,5 @@ def test_seed_spread_pairs_further_sweeps_with_the_first_ones_full_runs(tmp_path
     text = (tmp_path / "spread.md").read_text()
     assert "| sweep=wider, lora_r=16 | 2 | 0.8425 | 0.0035 | 0.8400 | 0.8450 |" in text
     # Paired with the first folder's full runs: 84.5 - 84 = +0.5, 84 - 85 = -1 points.
-    assert "| sweep=wider, lora_r=16 | 2 | -0.25 | 1.06 | +0.5 -1.0 |" in text
-    assert "| method=lora, learning_rate=1e-3 | 2 | -2.50 | 2.12 | -1.0 -4.0 |" in text
+    assert "| sweep=wider, lora_r=16 | 2 | -0.25 | 1.06 | 0.75 | -9.8 to +9.3 | +0.5 -1.0 |" in text
+    assert "| method=lora, learning_rate=1e-3 | 2 | -2.50 | 2.12 | 1.50 | -21.6 to +16.6 | -1.0 -4.0 |" in text
