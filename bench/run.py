@@ -9,7 +9,9 @@ In order, in this process group:
      code (b), on 2,048 SST-2 sentences and 1,024 AG News texts with MiniLM-L6 and on SST-2 with a
      roberta-base-shaped model of random weights; each phase runs in its own subprocess, so its peak RSS is its
      own, and the phases take turns over `--repeats` rounds so that a noisy machine slows both alike;
-  2. the matmul bound (fp32 and bf16 at the model's shapes, 2 threads), measured between the rounds, best kept;
+  2. the matmul bound (fp32 and bf16 at the model's shapes, 2 threads), measured between the rounds, best kept:
+     at 2,048 rows (the plain pipeline's [16, 128] batch), and from the second measurement on also at each
+     phase's own rows per step (batch x padded tokens per sample), the ceiling its matmuls can reach;
   3. the other benchmarks that exist beside this file (bench/inference.py, bench/lora_impl.py, bench/memory.py),
      each called as `main([--tiny])`; one that is missing is reported as missing.
 Then it prints the table (markdown) with medians over the rounds and the b/a ratios.
@@ -65,6 +67,11 @@ class Phase:
 
     def median(self, key: str) -> float:
         return statistics.median(r[key] for r in self.results)
+
+    def rows(self) -> int:
+        """Activation rows a training step's matmuls run on: batch x padded tokens per sample (medians)."""
+        first = self.results[0]
+        return round(first["batch"] * self.median("padded_tokens_per_s") / self.median("samples_per_s"))
 
 
 def minilm_path() -> str:
@@ -164,18 +171,27 @@ def _fmt(x: float, digits: int = 1) -> str:
     return f"{x:,.{digits}f}"
 
 
-def training_table(phases: list[Phase], bounds: dict[str, dict]) -> list[str]:
+def row_bound(bounds: dict[str, dict], row_bounds: dict[str, dict], phase: Phase) -> dict | None:
+    """The matmul bound measured at `phase`'s own rows per step (the 2,048-row bound if those are its rows)."""
+    rows = phase.rows()
+    if rows == bounds[phase.backbone]["tokens"]:
+        return bounds[phase.backbone]
+    return row_bounds.get(phase.backbone, {}).get(rows)
+
+
+def training_table(phases: list[Phase], bounds: dict[str, dict], row_bounds: dict[str, dict]) -> list[str]:
     """Markdown rows: medians per phase, b/a per (backbone, workload) as the median of per-round ratios.
 
-    The % of the bound is the useful FLOP rate over the bf16 matmul bound measured at that backbone's shapes."""
+    The % of the bound is the useful FLOP rate over the bf16 matmul bound measured at that backbone's shapes
+    with 2,048 rows; the next column divides by the bound at the phase's own rows per step instead."""
     lines = ["| backbone | data | pipeline | batch | precision | samples/s | real tokens/s | padded/real tokens "
-             "| useful GFLOP/s | % of bf16 bound | peak RSS MB | b/a |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| useful GFLOP/s | % of bf16 bound | rows/step | % of bf16 bound at those rows | peak RSS MB | b/a |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     by_key = {(p.backbone, p.workload, p.pipeline): p for p in phases}
     for p in phases:
         if not p.results:
             lines.append(f"| {p.backbone} | {p.workload} | {p.label} | failed: {len(p.errors)} error(s) "
-                         "| | | | | | | | |")
+                         "| | | | | | | | | | |")
             continue
         first = p.results[0]
         rate = p.median("samples_per_s")
@@ -187,20 +203,26 @@ def training_table(phases: list[Phase], bounds: dict[str, dict]) -> list[str]:
             pairs = [k["samples_per_s"] / a["samples_per_s"] for k, a in zip(p.results, twin.results)]
             ratio = f"**{statistics.median(pairs):.1f}x**"
         precision = "bf16" if "bf16" in first["precision"] else first["precision"]
+        at_rows = row_bound(bounds, row_bounds, p)
+        at_rows = f"{100 * useful / at_rows['bf16']['mix']:.0f}%" if at_rows else "not measured"
         lines.append(f"| {p.backbone} | {p.workload} ({first['train_rows']}) | {p.label} | {first['batch']} "
                      f"| {precision} | {_fmt(rate)} | {_fmt(p.median('tokens_per_s'), 0)} | {padded:.2f} "
-                     f"| {_fmt(useful)} | {100 * useful / bounds[p.backbone]['bf16']['mix']:.0f}% | {p.median('peak_rss_mb'):,.0f} | {ratio} |")
+                     f"| {_fmt(useful)} | {100 * useful / bounds[p.backbone]['bf16']['mix']:.0f}% | {p.rows():,} "
+                     f"| {at_rows} | {p.median('peak_rss_mb'):,.0f} | {ratio} |")
     return lines
 
 
-def bound_lines(bounds: dict[str, dict]) -> list[str]:
-    lines = ["| backbone | dtype | h x h | h -> FFN | FFN -> h | training mix |", "|---|---|---|---|---|---|"]
+def bound_lines(bounds: dict[str, dict], row_bounds: dict[str, dict]) -> list[str]:
+    lines = ["| backbone | rows | dtype | h x h | h -> FFN | FFN -> h | training mix |",
+             "|---|---|---|---|---|---|---|"]
     for backbone, bound in bounds.items():
         shapes = f"h={bound['hidden']}, FFN={bound['intermediate']}"
-        for dtype in hardware.DTYPES:
-            r = bound[dtype]
-            lines.append(f"| {backbone} ({shapes}) | {dtype} | {r['hh']:.0f} | {r['hi']:.0f} | {r['ih']:.0f} "
-                         f"| **{r['mix']:.0f}** |")
+        by_rows = {bound["tokens"]: bound, **row_bounds.get(backbone, {})}
+        for rows, at_rows in sorted(by_rows.items(), reverse=True):
+            for dtype in hardware.DTYPES:
+                r = at_rows[dtype]
+                lines.append(f"| {backbone} ({shapes}) | {rows:,} | {dtype} | {r['hh']:.0f} | {r['hi']:.0f} "
+                             f"| {r['ih']:.0f} | **{r['mix']:.0f}** |")
     return lines
 
 
@@ -245,12 +267,20 @@ def main(argv: list[str] | None = None) -> int:
         phases = plan(args.tiny, list(models))
         shapes = {name: hardware.model_shapes(_config(path)) for name, path in models.items()}
         measured = {name: [] for name in models}
+        measured_rows: dict[str, dict[int, list[dict]]] = {name: {} for name in models}
+        bound_rows = 256 if args.tiny else 2048
+        repeats_per = 2 if args.tiny else 5
 
         def measure_bounds() -> None:
             for name, s in shapes.items():
-                measured[name].append(hardware.matmul_bound(s["hidden"], s["intermediate"],
-                                                            tokens=256 if args.tiny else 2048,
-                                                            repeats=2 if args.tiny else 5))
+                measured[name].append(hardware.matmul_bound(s["hidden"], s["intermediate"], tokens=bound_rows,
+                                                            repeats=repeats_per))
+            # Each phase's own rows per step are known once it has run.
+            for name, rows in sorted({(p.backbone, p.rows()) for p in phases
+                                      if p.results and p.rows() != bound_rows}):
+                s = shapes[name]
+                measured_rows[name].setdefault(rows, []).append(
+                    hardware.matmul_bound(s["hidden"], s["intermediate"], tokens=rows, repeats=repeats_per))
 
         for round_ in range(repeats):
             print(f"round {round_ + 1}/{repeats}", flush=True)
@@ -259,6 +289,11 @@ def main(argv: list[str] | None = None) -> int:
                 run_phase(phase, models[phase.backbone], folder)
         measure_bounds()
     bounds = {name: {**hardware.best_of(runs), **shapes[name]} for name, runs in measured.items()}
+    # Rows are medians over rounds, so the last rounds' rows may differ from the first's: keep those measured
+    # at the final rows.
+    row_bounds = {name: {rows: hardware.best_of(by_rows[rows]) for rows in
+                         {p.rows() for p in phases if p.backbone == name and p.results} if rows in by_rows}
+                  for name, by_rows in measured_rows.items()}
 
     others = {}
     if not args.skip_others:
@@ -272,9 +307,10 @@ def main(argv: list[str] | None = None) -> int:
               f"Machine: {info['cpu']}, {info['cores']} cores, flags {' '.join(info['flags'])}; "
               f"torch {info['torch']}, transformers {info['transformers']}, Python {info['python']}", "",
               "### Training throughput, LoRA r=8 (steady state; medians over rounds)", "",
-              *training_table(phases, bounds), "",
-              f"### Matmul bound (GFLOP/s of x @ W.T, {bounds[next(iter(bounds))]['tokens']} rows, "
-              f"{bounds[next(iter(bounds))]['threads']} threads, best of all repeats)", "", *bound_lines(bounds), "",
+              *training_table(phases, bounds, row_bounds), "",
+              f"### Matmul bound (GFLOP/s of x @ W.T at {bounds[next(iter(bounds))]['tokens']:,} rows and at each "
+              f"phase's rows per step, {bounds[next(iter(bounds))]['threads']} threads, best of all repeats)", "",
+              *bound_lines(bounds, row_bounds), "",
               "### Per phase", "", *reading_lines(phases, bounds)]
     failed = [p.name for p in phases if p.errors]
     for name, (status, result) in others.items():
@@ -290,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({
             "machine": info, "command": command, "bounds": bounds, "bound_runs": measured,
+            "row_bounds": row_bounds,
             "phases": [{"name": p.name, "results": p.results, "errors": p.errors} for p in phases],
             "others": {k: {"status": s, "result": r} for k, (s, r) in others.items()}}, indent=1, default=str))
     if failed:

@@ -8,7 +8,11 @@ in bf16 by `lorakit.modeling.store_frozen_linears`, dropout by `lorakit.dropout.
 probabilities' too by `lorakit.attention`), one with the frozen linears left in fp32 (autocast casts them at
 every step), one with torch's own dropout and transformers' SDPA attention (`fast_dropout: false`); prints the median
 step of each and its ratio to the kit's, then the share of CPU time per operator over 10 steps of the kit's copy
-(torch.profiler).
+(torch.profiler). Last, the kit step's matrix multiplies alone: every mm/addmm/bmm/baddbmm one step dispatches
+(forward, backward, optimizer), recorded with their shapes, strides and dtypes, replayed back to back on fresh
+tensors of the same layout (one set per op, as the model's layers have their own weights), and set against the
+step and against the measured bf16 matmul bound at the step's rows (`bench.hardware`): what the step would take
+if everything but its matmuls cost nothing.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 KIT = "kit (bf16 frozen linears, FastDropout, lorakit attention)"
 
@@ -42,6 +48,75 @@ def _model(store: bool, fast_dropout: bool):
         use_cpu_attention(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, fused=True)
     return model.train(), optimizer
+
+
+MATMULS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
+           torch.ops.aten.baddbmm.default}
+
+
+@dataclass(frozen=True)
+class MatmulCall:
+    """One matmul a step dispatched: the op and, per argument, a tensor's (size, stride, dtype) or the value."""
+
+    op: object
+    args: tuple
+    kwargs: tuple
+
+    @property
+    def flops(self) -> int:
+        (a_size, _, _), (b_size, _, _) = [a for a in self.args if isinstance(a, tuple)][-2:]
+        batch = a_size[0] if len(a_size) == 3 else 1
+        return 2 * batch * a_size[-2] * a_size[-1] * b_size[-1]
+
+    @property
+    def kind(self) -> str:
+        """Attention's batched products, the thin ones (LoRA's rank-8 factors, the classifier), or full-width."""
+        if self.op in (torch.ops.aten.bmm.default, torch.ops.aten.baddbmm.default):
+            return "attention (bmm)"
+        (a_size, _, _), (b_size, _, _) = [a for a in self.args if isinstance(a, tuple)][-2:]
+        return "rank <= 8 or <= 8 labels (LoRA, classifier)" if min(*a_size, *b_size) <= 8 else "full-width"
+
+    def tensors(self) -> tuple[tuple, dict]:
+        def make(spec):
+            if not (isinstance(spec, tuple) and len(spec) == 3 and isinstance(spec[2], torch.dtype)):
+                return spec
+            size, stride, dtype = spec
+            return torch.empty_strided(size, stride, dtype=dtype).normal_()
+        return tuple(make(a) for a in self.args), {k: make(v) for k, v in self.kwargs}
+
+
+class RecordMatmuls(TorchDispatchMode):
+    """Records every matmul dispatched inside it (the autograd engine runs CPU backward on this thread)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[MatmulCall] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in MATMULS:
+            spec = lambda a: (tuple(a.shape), a.stride(), a.dtype) if isinstance(a, torch.Tensor) else a  # noqa: E731
+            self.calls.append(MatmulCall(func, tuple(spec(a) for a in args),
+                                         tuple((k, spec(v)) for k, v in kwargs.items())))
+        return func(*args, **kwargs)
+
+
+def replay_seconds(calls: list[MatmulCall], repeats: int) -> tuple[float, dict[str, float]]:
+    """Median seconds of replaying `calls` back to back, and the median seconds per `kind` of call."""
+    prepared = [(c, *c.tensors()) for c in calls]
+    totals, by_kind = [], {c.kind: [] for c in calls}
+    for i in range(repeats + 1):
+        kinds = dict.fromkeys(by_kind, 0.0)
+        start = time.perf_counter()
+        for call, args, kwargs in prepared:
+            t0 = time.perf_counter()
+            call.op(*args, **kwargs)
+            kinds[call.kind] += time.perf_counter() - t0
+        if i:  # the first pass builds the kernels
+            totals.append(time.perf_counter() - start)
+            for kind, seconds in kinds.items():
+                by_kind[kind].append(seconds)
+    return statistics.median(totals), {k: statistics.median(v) for k, v in by_kind.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -101,7 +176,35 @@ def main(argv: list[str] | None = None) -> dict:
     for name, ops in groups.items():
         grouped[name] = sum(shares.get(op, 0.0) for op in ops)
         print(f"  {name}: {grouped[name]:.0%}")
-    return {"median_ms": medians, "ratios": ratios, "shares": grouped}
+
+    from bench import hardware
+
+    with RecordMatmuls() as recorder:
+        step(model, optimizer)
+    calls = recorder.calls
+    seconds, by_kind = replay_seconds(calls, repeats=max(3, args.steps))
+    flops = sum(c.flops for c in calls)
+    rows = args.batch * args.tokens
+    config = model.config
+    bound = hardware.matmul_bound(config.hidden_size, config.intermediate_size, tokens=rows,
+                                  repeats=2 if rows < 256 else 5)["bf16"]["mix"]
+    matmuls = {"calls": len(calls), "gflop": flops / 1e9, "ms": seconds * 1e3,
+               "share_of_step": seconds * 1e3 / medians[KIT], "gflops": flops / seconds / 1e9,
+               "bound_gflops": bound, "step_gflops": flops / (medians[KIT] / 1e3) / 1e9, "rows": rows}
+    print(f"the kit step's matmuls alone ({len(calls)} calls, {flops / 1e9:.2f} GFLOP, replayed back to back on "
+          f"fresh tensors, median of {max(3, args.steps)}): {matmuls['ms']:.1f} ms, {matmuls['share_of_step']:.0%} "
+          f"of the step; {matmuls['gflops']:.0f} GFLOP/s against the bf16 bound of {bound:.0f} at {rows} rows "
+          f"({matmuls['gflops'] / bound:.0%}); the whole step: {matmuls['step_gflops']:.0f} GFLOP/s "
+          f"({matmuls['step_gflops'] / bound:.0%})")
+    kinds = {}
+    for kind, kind_seconds in by_kind.items():
+        kind_flops = sum(c.flops for c in calls if c.kind == kind)
+        kinds[kind] = {"calls": sum(c.kind == kind for c in calls), "ms": kind_seconds * 1e3,
+                       "share_of_flops": kind_flops / flops, "gflops": kind_flops / kind_seconds / 1e9}
+        print(f"  {kind}: {kinds[kind]['calls']} calls, {kinds[kind]['share_of_flops']:.0%} of the FLOPs, "
+              f"{kinds[kind]['ms']:.1f} ms, {kinds[kind]['gflops']:.0f} GFLOP/s")
+    matmuls["kinds"] = kinds
+    return {"median_ms": medians, "ratios": ratios, "shares": grouped, "matmuls": matmuls}
 
 
 if __name__ == "__main__":

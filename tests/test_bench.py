@@ -103,10 +103,15 @@ def test_one_command_prints_the_table_and_writes_every_figure(tmp_path):
     assert all(len(p["results"]) == 1 and not p["errors"] for p in data["phases"])
     assert [r["batch"] for p in data["phases"] for r in p["results"]] == [16, 16, 32, 16, 16]
     assert set(data["bounds"]) == {"tiny-bert", "tiny-roberta"}
+    # The bound at each phase's own rows per step: the plain pipeline's 16 x 128, and the kit's padded batches.
+    rows = {int(r) for bound in data["row_bounds"].values() for r in bound}
+    assert 2048 in rows and any(r < 16 * 128 for r in rows), data["row_bounds"]
+    assert all(b["bf16"]["mix"] > 0 for bound in data["row_bounds"].values() for b in bound.values())
     table = [line for line in proc.stdout.splitlines() if line.startswith("| tiny-")]
     ratios = [line for line in table if line.rstrip(" |").endswith("x**")]
     assert len(ratios) == 3, proc.stdout  # b/a on each kit row, the larger batch's included
     assert any("| kit, batch set | 32 |" in line for line in ratios), proc.stdout
+    assert not any("not measured" in line for line in table), proc.stdout
 
 
 def test_step_profile_runs_and_splits_the_step():
@@ -117,6 +122,14 @@ def test_step_profile_runs_and_splits_the_step():
     assert set(result["ratios"]) == {"frozen linears fp32", "torch's dropout and SDPA's"}
     assert min(result["ratios"].values()) > 0
     assert 0 < sum(result["shares"].values()) <= 1
+    # The matmuls it replays are every one the step ran, backward's included: their FLOPs are the formula's.
+    from transformers import AutoConfig
+
+    shapes = hardware.model_shapes(AutoConfig.from_pretrained(minilm_path(), num_labels=2))
+    matmuls = result["matmuls"]
+    assert round(matmuls["gflop"] * 1e9) == 2 * hardware.lora_train_flops(shapes, 8)
+    assert sum(k["calls"] for k in matmuls["kinds"].values()) == matmuls["calls"]
+    assert 0 < matmuls["share_of_step"] and matmuls["gflops"] > 0 and matmuls["bound_gflops"] > 0
 
 
 def test_allocator_benchmark_runs_every_setting_on_its_allocator(tiny_bert, capsys):
