@@ -50,6 +50,15 @@ def _model(store: bool, fast_dropout: bool):
     return model.train(), optimizer
 
 
+def _spec(value):
+    """A tensor as (size, stride, dtype); any other argument as itself."""
+    return (tuple(value.shape), value.stride(), value.dtype) if isinstance(value, torch.Tensor) else value
+
+
+def _is_spec(value) -> bool:
+    return isinstance(value, tuple) and len(value) == 3 and isinstance(value[2], torch.dtype)
+
+
 MATMULS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
            torch.ops.aten.baddbmm.default}
 
@@ -62,9 +71,14 @@ class MatmulCall:
     args: tuple
     kwargs: tuple
 
+    def _operand_sizes(self) -> tuple[tuple, tuple]:
+        """The two multiplied operands' sizes: the last two tensors (addmm and baddbmm lead with the added one)."""
+        (a_size, _, _), (b_size, _, _) = [a for a in self.args if _is_spec(a)][-2:]
+        return a_size, b_size
+
     @property
     def flops(self) -> int:
-        (a_size, _, _), (b_size, _, _) = [a for a in self.args if isinstance(a, tuple)][-2:]
+        a_size, b_size = self._operand_sizes()
         batch = a_size[0] if len(a_size) == 3 else 1
         return 2 * batch * a_size[-2] * a_size[-1] * b_size[-1]
 
@@ -73,12 +87,12 @@ class MatmulCall:
         """Attention's batched products, the thin ones (LoRA's rank-8 factors, the classifier), or full-width."""
         if self.op in (torch.ops.aten.bmm.default, torch.ops.aten.baddbmm.default):
             return "attention (bmm)"
-        (a_size, _, _), (b_size, _, _) = [a for a in self.args if isinstance(a, tuple)][-2:]
+        a_size, b_size = self._operand_sizes()
         return "rank <= 8 or <= 8 labels (LoRA, classifier)" if min(*a_size, *b_size) <= 8 else "full-width"
 
     def tensors(self) -> tuple[tuple, dict]:
         def make(spec):
-            if not (isinstance(spec, tuple) and len(spec) == 3 and isinstance(spec[2], torch.dtype)):
+            if not _is_spec(spec):
                 return spec
             size, stride, dtype = spec
             return torch.empty_strided(size, stride, dtype=dtype).normal_()
@@ -95,9 +109,8 @@ class RecordMatmuls(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in MATMULS:
-            spec = lambda a: (tuple(a.shape), a.stride(), a.dtype) if isinstance(a, torch.Tensor) else a  # noqa: E731
-            self.calls.append(MatmulCall(func, tuple(spec(a) for a in args),
-                                         tuple((k, spec(v)) for k, v in kwargs.items())))
+            self.calls.append(MatmulCall(func, tuple(_spec(a) for a in args),
+                                         tuple((k, _spec(v)) for k, v in kwargs.items())))
         return func(*args, **kwargs)
 
 

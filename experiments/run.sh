@@ -10,7 +10,8 @@
 #   bash experiments/run.sh long      # LoRA at twice the epochs on every task (the other lever that worked)
 #   bash experiments/run.sh rte       # RTE at far longer schedules: full 10 epochs (2e-5, 5e-5), LoRA 20 (at
 #                                     # 2e-4, 5e-4, 1e-3, and 1e-3 with the head at 2e-5); the best of
-#                                     # each at eight seeds; LoRA on q,k,v,o at r=4 at four of them
+#                                     # each at eight seeds; LoRA on q,k,v,o at r=4 at four of them, and
+#                                     # LoRA at 40 epochs at four
 #   bash experiments/run.sh lr        # LoRA learning rates on CoLA (where 2e-3 learnt nothing)
 #   bash experiments/run.sh sweeps    # rank, target-module and layer sweeps on sst2, and the budget dry run
 #   bash experiments/run.sh timing    # LoRA/full time per training step, interleaved in one process
@@ -169,6 +170,11 @@ rte() {
     --output_dir "$RUNS/rte_scope4"
   collect rte_scope4
   python experiments/seed_spread.py "$RUNS/rte_seeds" experiments/rte_scope4/spread.md "$RUNS/rte_scope4"
+  # LoRA (query, value, r=8) at twice its epochs: 40 at 5e-4, seeds 42-45, paired with rte_seeds' full runs.
+  python train.py --task rte --dataset_name $GLUE "${COMMON[@]}" --num_train_epochs 40 --learning_rate 5e-4 \
+    --sweep seed=42,43,44,45 --output_dir "$RUNS/rte_lora40"
+  collect rte_lora40
+  python experiments/seed_spread.py "$RUNS/rte_seeds" experiments/rte_lora40/spread.md "$RUNS/rte_lora40"
 }
 
 lr() {
