@@ -1,6 +1,6 @@
 """The speed benchmark: one command, one run, every figure of BENCHMARKS.md side by side.
 
-    python -m bench.run                      # MiniLM-L6 and a roberta-base-shaped model (2 rounds)
+    python -m bench.run                      # MiniLM-L6 and a roberta-base-shaped model (3 rounds)
     python -m bench.run --tiny               # tiny random models, a few steps: exercises every code path
     python -m bench.run --json results.json  # also keep the raw figures
 
@@ -250,12 +250,12 @@ def reading_lines(phases: list[Phase], bounds: dict[str, dict]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="tiny random models and a few steps (under a minute)")
-    parser.add_argument("--repeats", type=int, default=None, help="rounds of the training phases (default 2; "
-                                                                   "tiny 1)")
+    parser.add_argument("--repeats", type=int, default=None, help="rounds of the training phases (default 3, "
+                                                                   "so that the median drops one bad round; tiny 1)")
     parser.add_argument("--json", help="also write every raw figure to this file")
     parser.add_argument("--skip_others", action="store_true", help="training and hardware bound only")
     args = parser.parse_args(argv)
-    repeats = args.repeats or (1 if args.tiny else 2)
+    repeats = args.repeats or (1 if args.tiny else 3)
     started = time.perf_counter()
     info = machine()
     print(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['torch_threads']} threads)",

@@ -12,7 +12,9 @@ step of each and its ratio to the kit's, then the share of CPU time per operator
 (forward, backward, optimizer), recorded with their shapes, strides and dtypes, replayed back to back on fresh
 tensors of the same layout (one set per op, as the model's layers have their own weights), and set against the
 step and against the measured bf16 matmul bound at the step's rows (`bench.hardware`): what the step would take
-if everything but its matmuls cost nothing.
+if everything but its matmuls cost nothing. Then every op of the step (views and in-place updates included),
+replayed the same way: the kernels' own time, and the rest of the step (Python, autograd, module calls), which
+no kernel makes faster.
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ def _model(store: bool, fast_dropout: bool):
 
 
 def _spec(value):
-    """A tensor as (size, stride, dtype); any other argument as itself."""
+    """A tensor as (size, stride, dtype), a list or tuple of them item by item; any other argument as itself."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_spec(v) for v in value)
     return (tuple(value.shape), value.stride(), value.dtype) if isinstance(value, torch.Tensor) else value
 
 
@@ -63,9 +67,20 @@ MATMULS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.at
            torch.ops.aten.baddbmm.default}
 
 
+def _make(spec):
+    """A fresh tensor for a (size, stride, dtype) spec (random floats, zero integers: valid indices), recursively."""
+    if _is_spec(spec):
+        size, stride, dtype = spec
+        fresh = torch.empty_strided(size, stride, dtype=dtype)
+        return fresh.normal_() if dtype.is_floating_point else fresh.zero_()
+    if isinstance(spec, (list, tuple)):
+        return type(spec)(_make(v) for v in spec)
+    return spec
+
+
 @dataclass(frozen=True)
-class MatmulCall:
-    """One matmul a step dispatched: the op and, per argument, a tensor's (size, stride, dtype) or the value."""
+class OpCall:
+    """One op a step dispatched: the op and, per argument, a tensor's (size, stride, dtype) or the value."""
 
     op: object
     args: tuple
@@ -84,47 +99,58 @@ class MatmulCall:
 
     @property
     def kind(self) -> str:
-        """Attention's batched products, the thin ones (LoRA's rank-8 factors, the classifier), or full-width."""
+        """For a matmul: attention's batched products, the thin ones (LoRA's rank-8 factors, the classifier), or
+        full-width; for any other op: a view (no data touched: its time is the call's own cost) or a kernel."""
+        if self.op not in MATMULS:
+            return "views (no data touched)" if self.op.is_view else "other kernels (elementwise, norms, casts, ...)"
         if self.op in (torch.ops.aten.bmm.default, torch.ops.aten.baddbmm.default):
             return "attention (bmm)"
         a_size, b_size = self._operand_sizes()
         return "rank <= 8 or <= 8 labels (LoRA, classifier)" if min(*a_size, *b_size) <= 8 else "full-width"
 
     def tensors(self) -> tuple[tuple, dict]:
-        def make(spec):
-            if not _is_spec(spec):
-                return spec
-            size, stride, dtype = spec
-            return torch.empty_strided(size, stride, dtype=dtype).normal_()
-        return tuple(make(a) for a in self.args), {k: make(v) for k, v in self.kwargs}
+        return tuple(_make(a) for a in self.args), {k: _make(v) for k, v in self.kwargs}
 
 
-class RecordMatmuls(TorchDispatchMode):
-    """Records every matmul dispatched inside it (the autograd engine runs CPU backward on this thread)."""
+class RecordOps(TorchDispatchMode):
+    """Records every op dispatched inside it (the autograd engine runs CPU backward on this thread)."""
 
     def __init__(self):
         super().__init__()
-        self.calls: list[MatmulCall] = []
+        self.calls: list[OpCall] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in MATMULS:
-            self.calls.append(MatmulCall(func, tuple(_spec(a) for a in args),
-                                         tuple((k, _spec(v)) for k, v in kwargs.items())))
+        self.calls.append(OpCall(func, tuple(_spec(a) for a in args), tuple((k, _spec(v)) for k, v in kwargs.items())))
         return func(*args, **kwargs)
 
 
-def replay_seconds(calls: list[MatmulCall], repeats: int) -> tuple[float, dict[str, float]]:
-    """Median seconds of replaying `calls` back to back, and the median seconds per `kind` of call."""
-    prepared = [(c, *c.tensors()) for c in calls]
-    totals, by_kind = [], {c.kind: [] for c in calls}
+def replayable(calls: list[OpCall]) -> tuple[list, int]:
+    """(call, args, kwargs) on fresh tensors for every call that runs on them, and how many do not (e.g. an op
+    whose fresh zero indices or random values it rejects)."""
+    prepared, failed = [], 0
+    for call in calls:
+        args, kwargs = call.tensors()
+        try:
+            call.op(*args, **kwargs)
+        except RuntimeError:
+            failed += 1
+            continue
+        prepared.append((call, *call.tensors()))
+    return prepared, failed
+
+
+def replay_seconds(prepared: list, repeats: int, group=lambda call: call.kind) -> tuple[float, dict[str, float]]:
+    """Median seconds of replaying `prepared` calls back to back, and the median seconds per group of calls
+    (`group(call)`: by default the call's kind)."""
+    totals, by_kind = [], {group(c): [] for c, _, _ in prepared}
     for i in range(repeats + 1):
         kinds = dict.fromkeys(by_kind, 0.0)
         start = time.perf_counter()
         for call, args, kwargs in prepared:
             t0 = time.perf_counter()
             call.op(*args, **kwargs)
-            kinds[call.kind] += time.perf_counter() - t0
+            kinds[group(call)] += time.perf_counter() - t0
         if i:  # the first pass builds the kernels
             totals.append(time.perf_counter() - start)
             for kind, seconds in kinds.items():
@@ -192,10 +218,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     from bench import hardware
 
-    with RecordMatmuls() as recorder:
+    with RecordOps() as recorder:
         step(model, optimizer)
-    calls = recorder.calls
-    seconds, by_kind = replay_seconds(calls, repeats=max(3, args.steps))
+    every_op = recorder.calls
+    calls = [c for c in every_op if c.op in MATMULS]
+    seconds, by_kind = replay_seconds(replayable(calls)[0], repeats=max(3, args.steps))
     flops = sum(c.flops for c in calls)
     rows = args.batch * args.tokens
     config = model.config
@@ -217,7 +244,29 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {kind}: {kinds[kind]['calls']} calls, {kinds[kind]['share_of_flops']:.0%} of the FLOPs, "
               f"{kinds[kind]['ms']:.1f} ms, {kinds[kind]['gflops']:.0f} GFLOP/s")
     matmuls["kinds"] = kinds
-    return {"median_ms": medians, "ratios": ratios, "shares": grouped, "matmuls": matmuls}
+
+    # Every op, matmuls included, replayed alike: what is left of the step is the cost of running it in eager
+    # Python (module calls, autograd's graph, autocast's and PEFT's dispatch), which no faster kernel removes.
+    prepared, failed = replayable(every_op)
+    all_seconds, all_by_kind = replay_seconds(prepared, repeats=max(3, args.steps))
+    ops = {"calls": len(every_op), "replayed": len(prepared), "failed": failed, "ms": all_seconds * 1e3,
+           "outside_kernels_ms": medians[KIT] - all_seconds * 1e3,
+           "kinds": {kind: {"calls": sum(c.kind == kind for c, _, _ in prepared), "ms": s * 1e3}
+                     for kind, s in all_by_kind.items()}}
+    print(f"every op of the kit step ({len(every_op)} dispatched, {len(prepared)} replayed, {failed} not replayable "
+          f"on fresh tensors), replayed back to back: {ops['ms']:.1f} ms of the {medians[KIT]:.1f} ms step; the "
+          f"other {ops['outside_kernels_ms']:.1f} ms ({ops['outside_kernels_ms'] / medians[KIT]:.0%}) is Python, "
+          f"autograd and module overhead around the ops")
+    for kind, figures in ops["kinds"].items():
+        print(f"  {kind}: {figures['calls']} calls, {figures['ms']:.1f} ms "
+              f"({figures['ms'] * 1e3 / max(figures['calls'], 1):.1f} us a call)")
+    _, by_op = replay_seconds(prepared, repeats=max(3, args.steps), group=lambda call: str(call.op))
+    top = sorted(by_op.items(), key=lambda item: -item[1])[:12]
+    ops["top"] = {name: {"calls": sum(str(c.op) == name for c, _, _ in prepared), "ms": s * 1e3} for name, s in top}
+    print("  the ops that take longest, replayed:")
+    for name, figures in ops["top"].items():
+        print(f"    {name}: {figures['calls']} calls, {figures['ms']:.2f} ms ({figures['ms'] / ops['ms']:.1%})")
+    return {"median_ms": medians, "ratios": ratios, "shares": grouped, "matmuls": matmuls, "ops": ops}
 
 
 if __name__ == "__main__":

@@ -72,17 +72,20 @@ def test_plain_pipeline_pads_every_text_to_128_in_fp32_batches_of_16(tiny_bert):
 @pytest.mark.parametrize("workload", ["sst2", "agnews"])
 def test_kit_pipeline_runs_train_py_code_on_the_shipped_recipe(tiny_bert, workload):
     result = training.measure("kit", tiny_bert, workload, 40, eval_samples=16)
-    assert result["samples"] == 40 and result["timed"] == "epoch 2"
+    # Every epoch after the first is timed, each over all 40 rows.
+    assert result["samples"] == 40 * training.TIMED_EPOCHS
+    assert result["timed"] == f"epochs 2-{1 + training.TIMED_EPOCHS}"
     # The recipe's batch size, the kit's precision decision for this CPU.
     assert result["batch"] == {"sst2": 16, "agnews": 32}[workload]
     from lorakit.hardware import cpu_has_bf16
 
     assert result["precision"].startswith("bf16") == cpu_has_bf16()
     lengths = training.token_lengths(tiny_bert, training.WORKLOADS[workload], 40)
-    # Dynamic padding: the timed epoch executes every real token and at most the longest row's length (rounded
+    # Dynamic padding: each timed epoch executes every real token and at most the longest row's length (rounded
     # up to a multiple of 8) per row.
     longest = -(-max(lengths) // 8) * 8
-    assert sum(lengths) <= result["padded_tokens"] <= 40 * longest < 40 * training.MAX_LENGTH
+    epochs = training.TIMED_EPOCHS
+    assert epochs * sum(lengths) <= result["padded_tokens"] <= epochs * 40 * longest < epochs * 40 * training.MAX_LENGTH
     assert result["eval_samples_per_s"] > 0 and result["first_epoch_samples_per_s"] > 0
 
 
@@ -130,6 +133,13 @@ def test_step_profile_runs_and_splits_the_step():
     assert round(matmuls["gflop"] * 1e9) == 2 * hardware.lora_train_flops(shapes, 8)
     assert sum(k["calls"] for k in matmuls["kinds"].values()) == matmuls["calls"]
     assert 0 < matmuls["share_of_step"] and matmuls["gflops"] > 0 and matmuls["bound_gflops"] > 0
+    # Every op of the step, replayed: the matmuls among them, nearly all replayable on fresh tensors.
+    ops = result["ops"]
+    assert ops["replayed"] + ops["failed"] == ops["calls"] > matmuls["calls"]
+    assert ops["failed"] <= ops["calls"] // 20
+    assert sum(k["calls"] for k in ops["kinds"].values()) == ops["replayed"]
+    assert {"views (no data touched)", "full-width"} <= set(ops["kinds"]) and ops["ms"] > 0
+    assert "aten.mm.default" in ops["top"] and all(op["calls"] > 0 for op in ops["top"].values())
 
 
 def test_allocator_benchmark_runs_every_setting_on_its_allocator(tiny_bert, capsys):
