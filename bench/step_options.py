@@ -14,9 +14,10 @@ shapes, and with one static graph per length; the frozen embeddings stored in bf
 then stays bf16 between layers, so the layers' inputs need no cast); and, with the attention probabilities'
 dropout set to 0, SDPA's own kernel choice (its CPU flash kernel) against the kit's (SDPA's math kernel on rows
 up to `lorakit.attention.MATH_KERNEL_MAX_TOKENS`); and FastDropout's masks applied as a multiply by the bool
-mask (session 7's arithmetic) instead of an AND of the elements' bits. Every copy's first pass over the lengths (kernels built,
-graphs compiled) is timed apart; then prints each copy's median step and its ratio to the kit's (BENCHMARKS.md,
-"What was tried").
+mask (session 7's arithmetic) instead of an AND of the elements' bits; and every dropout compiled by inductor
+into one fused loop forward and one backward (draw, compare, scale) instead of FastDropout's kernels. Every
+copy's first pass over the lengths (kernels built, graphs compiled) is timed apart; then prints each copy's median
+step and its ratio to the kit's (BENCHMARKS.md, "What was tried").
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Option:
     attention_dropout: float | None = None  # None: the backbone's own (0.1 for MiniLM)
     cpu_attention: bool = True  # lorakit.attention (only over SDPA)
     bool_multiply_dropout: bool = False  # FastDropout's masks applied by multiplying with the bool mask
+    compiled_dropout: bool = False  # every dropout one inductor kernel each way (torch.compile of its arithmetic)
 
 
 OPTIONS = {
@@ -52,6 +54,7 @@ OPTIONS = {
     "attention dropout 0, SDPA's choice (flash)": Option(attention_dropout=0.0, cpu_attention=False),
     "attention dropout 0, the kit's (math kernel)": Option(attention_dropout=0.0),
     "dropout masks applied as a bool multiply": Option(bool_multiply_dropout=True),
+    "dropout compiled (one fused kernel each way)": Option(compiled_dropout=True),
 }
 
 
@@ -70,19 +73,61 @@ class _BoolMultiply(torch.autograd.Function):
         return grad.mul(mask).mul_(ctx.scale), None, None
 
 
+def _drop_forward(x, p: float, scale: float):
+    keep = torch.rand_like(x, dtype=torch.float32) >= p
+    return torch.where(keep, x * scale, 0), keep
+
+
+def _drop_backward(grad, keep, scale: float):
+    return torch.where(keep, grad * scale, 0)
+
+
+_compiled = {}
+
+
+class _CompiledDropout(torch.autograd.Function):
+    """Dropout whose draw, compare and scale inductor fuses into one generated loop forward (and one backward),
+    where FastDropout runs six kernels forward and three backward: what fusing the masks could buy."""
+
+    @staticmethod
+    def forward(ctx, x, p):
+        if not _compiled:
+            _compiled.update(forward=torch.compile(_drop_forward, dynamic=True),
+                             backward=torch.compile(_drop_backward, dynamic=True))
+        ctx.scale = 1 / (1 - p)
+        out, keep = _compiled["forward"](x, p, ctx.scale)
+        ctx.save_for_backward(keep)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (keep,) = ctx.saved_tensors
+        return _compiled["backward"](grad, keep, ctx.scale), None
+
+
+def _compiled_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    return x if p == 0 else _CompiledDropout.apply(x, p)
+
+
 @contextlib.contextmanager
 def dropout_apply(option: Option):
     """Within this block, FastDropout (and the attention's dropout) apply masks the way `option` says."""
-    from lorakit import dropout
+    from lorakit import attention, dropout
 
-    if not option.bool_multiply_dropout:
-        yield
-        return
-    kit_apply, dropout._ScaleByMask = dropout._ScaleByMask, _BoolMultiply
+    if option.bool_multiply_dropout:
+        swaps = [(dropout, "_ScaleByMask", _BoolMultiply)]
+    elif option.compiled_dropout:
+        swaps = [(dropout, "fast_dropout", _compiled_dropout), (attention, "fast_dropout", _compiled_dropout)]
+    else:
+        swaps = []
+    kept = [(module, name, getattr(module, name)) for module, name, _ in swaps]
+    for module, name, new in swaps:
+        setattr(module, name, new)
     try:
         yield
     finally:
-        dropout._ScaleByMask = kit_apply
+        for module, name, old in kept:
+            setattr(module, name, old)
 
 
 def _model(option: Option, model_path: str | None):

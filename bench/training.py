@@ -109,8 +109,8 @@ class StepTimer(TrainerCallback):
 
     def on_epoch_end(self, args, state, control, **kwargs):
         start, tokens, step = self._epoch_start
-        self.epochs.append({"seconds": time.perf_counter() - start, "padded_tokens": state.num_input_tokens_seen - tokens,
-                            "steps": state.global_step - step})
+        self.epochs.append({"seconds": time.perf_counter() - start,
+                            "padded_tokens": state.num_input_tokens_seen - tokens, "steps": state.global_step - step})
 
 
 def _peak_rss_mb() -> float:

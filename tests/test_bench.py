@@ -187,3 +187,6 @@ def test_step_options_copies_are_what_they_say(tiny_bert):
     assert flash not in forward_ops("attention dropout 0, the kit's (math kernel)")[1]
     assert "aten::bitwise_and" in ops  # the kit's masks select bits; the other copy multiplies by the bool mask
     assert "aten::bitwise_and" not in forward_ops("dropout masks applied as a bool multiply")[1]
+    compiled = forward_ops("dropout compiled (one fused kernel each way)")[1]
+    assert "_ScaleByMask" in ops and "_ScaleByMask" not in compiled and "_CompiledDropout" in compiled
+    assert "aten::bitwise_and" not in compiled and any(op.startswith("## Call CompiledFxGraph") for op in compiled)
