@@ -400,7 +400,8 @@ def _resumed(root: Path, name: str) -> bool:
 def result_rows(settings: list[Setting], axes: list[Axis], root: Path, recipe: Recipe) -> list[dict]:
     """One dict per setting: its swept values, status, parameter counts, best and final metrics, timings.
 
-    A resumed run's Trainer timed only the part after the checkpoint, so its timings are left empty.
+    A resumed run's timings cover all its segments (training.TrainClock); one resumed from a checkpoint written
+    before the kit kept that clock timed only the part after it, so its timings are left empty.
     """
     headline = recipe.headline_metric
     rows = []
@@ -421,7 +422,7 @@ def result_rows(settings: list[Setting], axes: list[Axis], root: Path, recipe: R
             for name in recipe.metrics:
                 row[f"eval_{name}"] = metrics.get(f"eval_{name}")
             row["epochs"] = metrics.get("epoch")
-            if not _resumed(root, setting.name):
+            if metrics.get("train_segments") or not _resumed(root, setting.name):
                 runtime = metrics.get("train_runtime")
                 row["train_runtime_s"] = runtime
                 row["s_per_epoch"] = runtime / metrics["epoch"] if runtime and metrics.get("epoch") else None

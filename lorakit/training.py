@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from pathlib import Path
 
 import yaml
@@ -180,9 +181,11 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
     # multiply it by the number of processes (train and eval loss doubled under 2-process DDP) and not divide it
     # by gradient_accumulation_steps (gradients that many times too large).
     (model.get_base_model() if modeling.is_peft(model) else model).accepts_loss_kwargs = False
+    clock = _clock_class().resumed_from(resume)
     trainer = trainer_class()(model=model, args=args, train_dataset=tokenized.train, eval_dataset=tokenized.eval,
                       processing_class=tokenizer, data_collator=collator,
-                      compute_metrics=_metrics_fn(recipe, task_data), callbacks=callbacks)
+                      compute_metrics=_metrics_fn(recipe, task_data),
+                      callbacks=[*(callbacks or []), *([clock] if clock else [])])
     if recipe.head_learning_rate is not None:
         trainer.head_learning_rate = recipe.head_learning_rate
         trainer.head_modules = modeling.head_modules(recipe, config)
@@ -196,6 +199,9 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
     final_eval = trainer.evaluate()
     metrics = report.summarize(trainer.state.log_history, final_eval, train_output, params.as_dict(),
                                recipe.headline_metric)
+    if resume and clock:
+        metrics.update(clock.whole_run(train_output.metrics["train_runtime"], trainer.state.max_steps,
+                                       _schedule_samples(args, len(tokenized.train))))
     # Under FSDP and DeepSpeed ZeRO-3 the weights are sharded: gathering them is a collective all ranks join.
     state_dict = trainer.accelerator.get_state_dict(trainer.model)
     if trainer.is_world_process_zero():
@@ -204,6 +210,51 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
                  metrics.get(f"eval_{recipe.headline_metric}", float("nan")))
     trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+def _schedule_samples(args, train_rows: int) -> float:
+    """Samples in the whole schedule, counted as Trainer counts them for train_samples_per_second."""
+    if args.max_steps > 0:
+        return args.max_steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    return train_rows * args.num_train_epochs
+
+
+def _clock_class():
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import ExportableState
+
+    class TrainClock(TrainerCallback, ExportableState):
+        """Training seconds summed over a run's segments. Trainer's train_runtime times only the segment since the
+        last resume; this callback's state goes into every checkpoint's trainer_state.json (Trainer saves any
+        ExportableState callback's), so a resumed run adds the seconds up to its checkpoint."""
+
+        def __init__(self, seconds: float = 0.0, segments: int = 0):
+            self.seconds, self.segments, self._start = seconds, segments, None
+
+        @classmethod
+        def resumed_from(cls, checkpoint: str | None):
+            """The clock as `checkpoint` saved it; a fresh one for a new run; None if the checkpoint predates
+            the clock (its earlier seconds are unknown)."""
+            if checkpoint is None:
+                return cls()
+            state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+            saved = (state.get("stateful_callbacks") or {}).get(cls.__name__)
+            return cls(**saved["attributes"]) if saved else None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self._start = time.perf_counter()
+
+        def state(self) -> dict:
+            now = self.seconds + (time.perf_counter() - self._start if self._start is not None else 0.0)
+            return {"args": {}, "attributes": {"seconds": now, "segments": self.segments + 1}}
+
+        def whole_run(self, segment_seconds: float, max_steps: int, samples: float) -> dict:
+            """Trainer's speed metrics for the whole run: this segment's seconds plus those before it."""
+            total = self.seconds + segment_seconds
+            return {"train_runtime": round(total, 4), "train_samples_per_second": round(samples / total, 3),
+                    "train_steps_per_second": round(max_steps / total, 3), "train_segments": self.segments + 1}
+
+    return TrainClock
 
 
 def trainer_class():

@@ -32,6 +32,10 @@ def _train(model: Path, out: Path, *extra: str) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
+def _clock(checkpoint: Path) -> dict:
+    return json.loads((checkpoint / "trainer_state.json").read_text())["stateful_callbacks"]["TrainClock"]["attributes"]
+
+
 @pytest.fixture(scope="module")
 def reference(tiny_roberta, tmp_path_factory) -> dict:
     return _train(tiny_roberta, tmp_path_factory.mktemp("ref") / "run")
@@ -61,10 +65,16 @@ def test_kill_9_then_resume_matches_the_uninterrupted_run(reference, tiny_robert
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "metrics.json").exists(), "the run finished before it could be killed"
+    clock = _clock(out / "checkpoint-4")
+    assert clock["segments"] == 1 and clock["seconds"] > 0
 
     resumed = _train(tiny_roberta, out, "--resume_from_checkpoint", "latest")
     assert {k: resumed[k] for k in COMPARED if k != "train_loss"} == \
            {k: reference[k] for k in COMPARED if k != "train_loss"}
+    # Its timings cover both segments: the seconds up to the checkpoint it resumed from, then the rest.
+    assert "train_segments" not in reference and resumed["train_segments"] == 2
+    assert resumed["train_runtime"] > clock["seconds"]
+    assert resumed["train_samples_per_second"] == pytest.approx(128 * 2 / resumed["train_runtime"], rel=1e-3)
     # The resumed half's log continues where the checkpoint stopped.
     steps = [e["step"] for e in json.loads((out / "log_history.json").read_text()) if "eval_loss" in e]
     assert steps == sorted(steps) and steps[-1] == 16
@@ -76,7 +86,13 @@ def test_resume_mid_second_epoch_sees_the_same_data_order(reference, tiny_robert
     out = tmp_path / "run"
     out.mkdir()
     shutil.copytree(tmp_path / "full" / "checkpoint-12", out / "checkpoint-12")
+    # As a kit from before the clock wrote it: the earlier segment's seconds are unknown, so none are claimed.
+    state_file = out / "checkpoint-12" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["stateful_callbacks"]["TrainClock"]
+    state_file.write_text(json.dumps(state))
     resumed = _train(tiny_roberta, out, "--resume_from_checkpoint", "latest")
+    assert "train_segments" not in resumed
     # train_loss is Trainer's mean over the steps this process ran, so it differs after any resume.
     assert {k: resumed[k] for k in COMPARED if k != "train_loss"} == \
            {k: reference[k] for k in COMPARED if k != "train_loss"}

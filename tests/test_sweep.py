@@ -83,7 +83,9 @@ def test_2x2_sweep_end_to_end_then_resumed_without_training_anything_twice(tiny_
     assert f"resuming {NAMES[3]} from checkpoint-4" in proc.stderr
     assert proc.stderr.count("sweep: run ") == 1
     assert (interrupted / "metrics.json").is_file()
-    assert [r["status"] for r in _rows(out)] == ["reused", "reused", "reused", "resumed"]
+    rows = _rows(out)
+    assert [r["status"] for r in rows] == ["reused", "reused", "reused", "resumed"]
+    assert all(float(r["train_runtime_s"]) > 0 and float(r["train_samples_per_second"]) > 0 for r in rows)
 
     # Runs recorded by an older kit, before a key was added: at its default the key changed nothing, so they are
     # reused; set to anything else it is a change like any other.
