@@ -181,11 +181,12 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
     # multiply it by the number of processes (train and eval loss doubled under 2-process DDP) and not divide it
     # by gradient_accumulation_steps (gradients that many times too large).
     (model.get_base_model() if modeling.is_peft(model) else model).accepts_loss_kwargs = False
-    clock = _clock_class().resumed_from(resume)
+    clock = _clock_class().resumed_from(resume)  # None: resumed from a checkpoint older than the clock
     trainer = trainer_class()(model=model, args=args, train_dataset=tokenized.train, eval_dataset=tokenized.eval,
                       processing_class=tokenizer, data_collator=collator,
                       compute_metrics=_metrics_fn(recipe, task_data),
                       callbacks=[*(callbacks or []), *([clock] if clock else [])])
+    trainer.train_clock = clock
     if recipe.head_learning_rate is not None:
         trainer.head_learning_rate = recipe.head_learning_rate
         trainer.head_modules = modeling.head_modules(recipe, config)
@@ -200,7 +201,7 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
     metrics = report.summarize(trainer.state.log_history, final_eval, train_output, params.as_dict(),
                                recipe.headline_metric)
     if resume and clock:
-        metrics.update(clock.whole_run(train_output.metrics["train_runtime"], trainer.state.max_steps,
+        metrics.update(clock.whole_run(train_output.metrics, trainer.state.max_steps,
                                        _schedule_samples(args, len(tokenized.train))))
     # Under FSDP and DeepSpeed ZeRO-3 the weights are sharded: gathering them is a collective all ranks join.
     state_dict = trainer.accelerator.get_state_dict(trainer.model)
@@ -224,12 +225,14 @@ def _clock_class():
     from transformers.trainer_callback import ExportableState
 
     class TrainClock(TrainerCallback, ExportableState):
-        """Training seconds summed over a run's segments. Trainer's train_runtime times only the segment since the
-        last resume; this callback's state goes into every checkpoint's trainer_state.json (Trainer saves any
-        ExportableState callback's), so a resumed run adds the seconds up to its checkpoint."""
+        """Training seconds and the loss summed over a run's segments. Trainer's train_runtime and train_loss cover
+        only the segment since the last resume; this callback's state goes into every checkpoint's
+        trainer_state.json (Trainer saves any ExportableState callback's), so a resumed run adds what came before
+        its checkpoint. KitTrainer hands it the segment's loss sum (private to Trainer) just before each save."""
 
-        def __init__(self, seconds: float = 0.0, segments: int = 0):
-            self.seconds, self.segments, self._start = seconds, segments, None
+        def __init__(self, seconds: float = 0.0, segments: int = 0, loss_sum: float | None = 0.0, steps: int = 0):
+            self.seconds, self.segments, self.loss_sum, self.steps = seconds, segments, loss_sum, steps
+            self._start, self.segment_loss_sum, self._step = None, 0.0, steps
 
         @classmethod
         def resumed_from(cls, checkpoint: str | None):
@@ -244,15 +247,24 @@ def _clock_class():
         def on_train_begin(self, args, state, control, **kwargs):
             self._start = time.perf_counter()
 
+        def on_step_end(self, args, state, control, **kwargs):
+            self._step = state.global_step
+
         def state(self) -> dict:
             now = self.seconds + (time.perf_counter() - self._start if self._start is not None else 0.0)
-            return {"args": {}, "attributes": {"seconds": now, "segments": self.segments + 1}}
+            loss = None if self.loss_sum is None else self.loss_sum + self.segment_loss_sum
+            return {"args": {}, "attributes": {"seconds": now, "segments": self.segments + 1, "loss_sum": loss,
+                                               "steps": self._step}}
 
-        def whole_run(self, segment_seconds: float, max_steps: int, samples: float) -> dict:
-            """Trainer's speed metrics for the whole run: this segment's seconds plus those before it."""
-            total = self.seconds + segment_seconds
-            return {"train_runtime": round(total, 4), "train_samples_per_second": round(samples / total, 3),
-                    "train_steps_per_second": round(max_steps / total, 3), "train_segments": self.segments + 1}
+        def whole_run(self, train_metrics: dict, max_steps: int, samples: float) -> dict:
+            """Trainer's train metrics for the whole run: this segment's (`train_metrics`) plus those before it."""
+            total = self.seconds + train_metrics["train_runtime"]
+            metrics = {"train_runtime": round(total, 4), "train_samples_per_second": round(samples / total, 3),
+                       "train_steps_per_second": round(max_steps / total, 3), "train_segments": self.segments + 1}
+            if self.loss_sum is not None and self._step:
+                segment_steps = self._step - self.steps
+                metrics["train_loss"] = (self.loss_sum + train_metrics["train_loss"] * segment_steps) / self._step
+            return metrics
 
     return TrainClock
 
@@ -285,6 +297,12 @@ def trainer_class():
         # Set on the instance by `run` when the recipe gives the head its own learning rate.
         head_learning_rate: float | None = None
         head_modules: list[str] = []
+        train_clock = None  # the run's TrainClock
+
+        def _save_checkpoint(self, model, trial):
+            if self.train_clock is not None:  # the loss this segment has summed, logged or not, for the clock's state
+                self.train_clock.segment_loss_sum = self._total_loss_scalar + self._tr_loss.item()
+            super()._save_checkpoint(model, trial)
 
         def create_optimizer(self, model=None):
             """Trainer's optimizer (its weight-decay groups, the recipe's optim), with the head's parameters

@@ -71,6 +71,8 @@ def test_kill_9_then_resume_matches_the_uninterrupted_run(reference, tiny_robert
     resumed = _train(tiny_roberta, out, "--resume_from_checkpoint", "latest")
     assert {k: resumed[k] for k in COMPARED if k != "train_loss"} == \
            {k: reference[k] for k in COMPARED if k != "train_loss"}
+    # train_loss is the whole run's mean step loss: the sum up to the checkpoint (the clock's) plus the rest.
+    assert resumed["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-6)
     # Its timings cover both segments: the seconds up to the checkpoint it resumed from, then the rest.
     assert "train_segments" not in reference and resumed["train_segments"] == 2
     assert resumed["train_runtime"] > clock["seconds"]
@@ -93,7 +95,7 @@ def test_resume_mid_second_epoch_sees_the_same_data_order(reference, tiny_robert
     state_file.write_text(json.dumps(state))
     resumed = _train(tiny_roberta, out, "--resume_from_checkpoint", "latest")
     assert "train_segments" not in resumed
-    # train_loss is Trainer's mean over the steps this process ran, so it differs after any resume.
+    # Without the clock, train_loss is Trainer's mean over the steps this process ran: it differs after a resume.
     assert {k: resumed[k] for k in COMPARED if k != "train_loss"} == \
            {k: reference[k] for k in COMPARED if k != "train_loss"}
 
