@@ -186,7 +186,6 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
                       processing_class=tokenizer, data_collator=collator,
                       compute_metrics=_metrics_fn(recipe, task_data),
                       callbacks=[*(callbacks or []), *([clock] if clock else [])])
-    trainer.train_clock = clock
     if recipe.head_learning_rate is not None:
         trainer.head_learning_rate = recipe.head_learning_rate
         trainer.head_modules = modeling.head_modules(recipe, config)
@@ -200,6 +199,7 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
     final_eval = trainer.evaluate()
     metrics = report.summarize(trainer.state.log_history, final_eval, train_output, params.as_dict(),
                                recipe.headline_metric)
+    clock = trainer.train_clock()  # Trainer may have swapped in its own copy (restore_callback_states_...)
     if resume and clock:
         metrics.update(clock.whole_run(train_output.metrics, trainer.state.max_steps,
                                        _schedule_samples(args, len(tokenized.train))))
@@ -261,9 +261,9 @@ def _clock_class():
             total = self.seconds + train_metrics["train_runtime"]
             metrics = {"train_runtime": round(total, 4), "train_samples_per_second": round(samples / total, 3),
                        "train_steps_per_second": round(max_steps / total, 3), "train_segments": self.segments + 1}
-            if self.loss_sum is not None and self._step:
-                segment_steps = self._step - self.steps
-                metrics["train_loss"] = (self.loss_sum + train_metrics["train_loss"] * segment_steps) / self._step
+            step = max(self._step, self.steps)  # a copy Trainer restored starts from its attributes alone
+            if self.loss_sum is not None and step:
+                metrics["train_loss"] = (self.loss_sum + train_metrics["train_loss"] * (step - self.steps)) / step
             return metrics
 
     return TrainClock
@@ -297,11 +297,14 @@ def trainer_class():
         # Set on the instance by `run` when the recipe gives the head its own learning rate.
         head_learning_rate: float | None = None
         head_modules: list[str] = []
-        train_clock = None  # the run's TrainClock
+
+        def train_clock(self):
+            """The run's TrainClock among the callbacks, or None."""
+            return next((cb for cb in self.callback_handler.callbacks if type(cb).__name__ == "TrainClock"), None)
 
         def _save_checkpoint(self, model, trial):
-            if self.train_clock is not None:  # the loss this segment has summed, logged or not, for the clock's state
-                self.train_clock.segment_loss_sum = self._total_loss_scalar + self._tr_loss.item()
+            if clock := self.train_clock():  # the loss this segment has summed, logged or not, for the clock's state
+                clock.segment_loss_sum = self._total_loss_scalar + self._tr_loss.item()
             super()._save_checkpoint(model, trial)
 
         def create_optimizer(self, model=None):

@@ -99,6 +99,16 @@ def test_resume_mid_second_epoch_sees_the_same_data_order(reference, tiny_robert
     assert {k: resumed[k] for k in COMPARED if k != "train_loss"} == \
            {k: reference[k] for k in COMPARED if k != "train_loss"}
 
+    # With the clock, and with Trainer told to restore callbacks (it then swaps in a copy built from the state):
+    # the whole run's metrics, train_loss included.
+    again = tmp_path / "again"
+    again.mkdir()
+    shutil.copytree(tmp_path / "full" / "checkpoint-12", again / "checkpoint-12")
+    resumed = _train(tiny_roberta, again, "--resume_from_checkpoint", "latest",
+                     "--restore_callback_states_from_checkpoint", "true")
+    assert resumed["train_segments"] == 2 and resumed["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-6)
+    assert resumed["train_runtime"] > _clock(again / "checkpoint-12")["seconds"]
+
 
 def test_length_grouped_order_depends_on_seed_and_epoch_only(tmp_path):
     import torch
