@@ -185,6 +185,20 @@ rte() {
     --sweep lora_target_modules=query+key+value+dense --output_dir "$RUNS/rte_linear"
   collect rte_linear
   python experiments/seed_spread.py "$RUNS/rte_seeds" experiments/rte_linear/spread.md "$RUNS/rte_linear"
+  # LoRA+ (Hayou et al. 2024): query and value at r=8 as in rte_seeds, B at 16x A's rate, A at 1e-4 (a fifth of
+  # rte_seeds' 5e-4, as LoRA+ advises a lower base rate; B then at 1.6e-3), the head at rte_seeds' 5e-4. 20 epochs,
+  # paired with rte_seeds' full runs.
+  python train.py --task rte --dataset_name $GLUE "${COMMON[@]}" --num_train_epochs 20 --learning_rate 1e-4 \
+    --head_learning_rate 5e-4 --sweep seed=42,43,44,45,46,47,48,49 --sweep loraplus_lr_ratio=16 \
+    --output_dir "$RUNS/rte_loraplus"
+  collect rte_loraplus
+  python experiments/seed_spread.py "$RUNS/rte_seeds" experiments/rte_loraplus/spread.md "$RUNS/rte_loraplus"
+  # LoRA+ again with A at rte_seeds' own 5e-4 and B at 4x (2e-3): the run above trained less (higher training loss)
+  # and scored lower. Four seeds, paired with rte_seeds.
+  python train.py --task rte --dataset_name $GLUE "${COMMON[@]}" --num_train_epochs 20 --learning_rate 5e-4 \
+    --sweep seed=42,43,44,45 --sweep loraplus_lr_ratio=4 --output_dir "$RUNS/rte_loraplus4"
+  collect rte_loraplus4
+  python experiments/seed_spread.py "$RUNS/rte_seeds" experiments/rte_loraplus4/spread.md "$RUNS/rte_loraplus4"
 }
 
 lr() {

@@ -141,9 +141,9 @@ def _prose(run: Run, repo_id: str, base: str, data_name: str, results) -> str:
                      f"dropout={recipe.get('lora_dropout')}, on {', '.join(sorted(map(str, targets or [])))}"
                      + (f", layers {recipe['lora_layers']}" if recipe.get("lora_layers") else "")
                      + f" ({recipe.get('lora_impl', 'peft')} implementation)")
-    hyper = [(k, recipe.get(k)) for k in ("learning_rate", "head_learning_rate", "num_train_epochs",
-                                          "per_device_train_batch_size", "lr_scheduler_type", "warmup_steps",
-                                          "weight_decay", "seed")
+    hyper = [(k, recipe.get(k)) for k in ("learning_rate", "head_learning_rate", "loraplus_lr_ratio",
+                                          "num_train_epochs", "per_device_train_batch_size", "lr_scheduler_type",
+                                          "warmup_steps", "weight_decay", "seed")
              if recipe.get(k) is not None]
     lines.append("- Hyper-parameters: " + ", ".join(f"{k}={v}" for k, v in hyper) + f", max_seq_length={max_len}")
     if "train_runtime" in metrics:

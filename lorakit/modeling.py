@@ -103,6 +103,11 @@ def is_head_parameter(name: str, modules: list[str]) -> bool:
     return any(f".{module}." in dotted for module in modules)
 
 
+def is_lora_b_parameter(name: str) -> bool:
+    """Whether a parameter is a LoRA B matrix (PEFT's and adapters/' names: ...lora_B.<adapter>.weight)."""
+    return _LORA_B_PARAM.search(name) is not None
+
+
 def head_weights(recipe: Recipe, config: PretrainedConfig, model: torch.nn.Module) -> int:
     """How many trainable weights `head_learning_rate` applies to; none is a UsageError (nothing to apply it to)."""
     modules = head_modules(recipe, config)
@@ -239,6 +244,7 @@ class ParamReport:
 
 
 _LORA_PARAM = re.compile(r"\blora_[AB]\b|\.lora_")
+_LORA_B_PARAM = re.compile(r"(^|\.)lora_B\.")
 
 
 def _numel(p: torch.nn.Parameter) -> int:

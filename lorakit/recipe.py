@@ -68,6 +68,9 @@ class Recipe:
     head_learning_rate: float | None = _key(
         help="Learning rate of the head (the classifier and lora_modules_to_save, e.g. BERT's pooler); default: "
              "learning_rate. LoRA's matrices start at zero and want a high rate; a pretrained pooler may not.")
+    loraplus_lr_ratio: float | None = _key(
+        help="LoRA+ (Hayou et al. 2024): LoRA's B matrices learn at learning_rate times this ratio, A (and the "
+             "rest) at learning_rate; the paper suggests 16 with a learning_rate below plain LoRA's. Default: off.")
     max_trainable_params: int | None = _key(help="Stop before training if the run would train more than this.")
     fast_dropout: bool = _key(True, help="On CPU, dropout masks drawn four elements per 64-bit random word, the "
                                           "attention probabilities' included (lorakit/dropout.py, attention.py; "
@@ -356,6 +359,12 @@ def validate(recipe: Recipe) -> None:
     if recipe.head_learning_rate is not None and not recipe.head_learning_rate > 0:
         problems.append(f"head_learning_rate should be a positive number but the value passed is "
                         f"{recipe.head_learning_rate}; leave it unset to train the head at learning_rate")
+    if recipe.loraplus_lr_ratio is not None and not recipe.loraplus_lr_ratio > 0:
+        problems.append(f"loraplus_lr_ratio should be a positive number but the value passed is "
+                        f"{recipe.loraplus_lr_ratio}; 16 is LoRA+'s usual choice, unset turns it off")
+    if recipe.loraplus_lr_ratio is not None and recipe.method == "full":
+        problems.append("loraplus_lr_ratio applies to LoRA's B matrices but method is full; use --method lora "
+                        "or leave loraplus_lr_ratio unset")
     if recipe.load_in_4bit and recipe.load_in_8bit:
         problems.append("load_in_4bit and load_in_8bit are exclusive; pick one")
     if (recipe.load_in_4bit or recipe.load_in_8bit) and recipe.method == "full":

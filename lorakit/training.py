@@ -192,6 +192,10 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
         head = modeling.head_weights(recipe, config, model)
         log.info("head (%s): %s trainable weights at learning rate %g; the rest at %g",
                  ", ".join(trainer.head_modules), f"{head:,}", recipe.head_learning_rate, args.learning_rate)
+    if recipe.loraplus_lr_ratio is not None:
+        trainer.loraplus_lr_ratio = recipe.loraplus_lr_ratio
+        log.info("LoRA+: LoRA's B matrices at %g x learning rate %g = %g", recipe.loraplus_lr_ratio,
+                 args.learning_rate, recipe.loraplus_lr_ratio * args.learning_rate)
     # The model was built alike on every process (same seed), and Trainer seeded them alike again; from here
     # each rank draws its own dropout masks. The data order stays in step: accelerate syncs the sampler's RNG.
     set_seed(args.seed + args.process_index)
@@ -294,9 +298,10 @@ def trainer_class():
             return super().__iter__()
 
     class KitTrainer(Trainer):
-        # Set on the instance by `run` when the recipe gives the head its own learning rate.
+        # Set on the instance by `run` when the recipe gives the head its own learning rate, or LoRA+'s ratio.
         head_learning_rate: float | None = None
         head_modules: list[str] = []
+        loraplus_lr_ratio: float | None = None
 
         def train_clock(self):
             """The run's TrainClock among the callbacks, or None."""
@@ -309,12 +314,16 @@ def trainer_class():
 
         def create_optimizer(self, model=None):
             """Trainer's optimizer (its weight-decay groups, the recipe's optim), with the head's parameters
-            moved to groups of their own at head_learning_rate; the scheduler then scales every group alike."""
+            moved to groups of their own at head_learning_rate and LoRA's B matrices to groups at
+            loraplus_lr_ratio times their rate; the scheduler then scales every group alike. The groups come out
+            in the same order every time, so a checkpoint's optimizer state loads back into them."""
             fresh = self.optimizer is None
             optimizer = super().create_optimizer(model)
+            model = self.model if model is None else model
             if fresh and self.head_learning_rate is not None:
-                split_head_groups(optimizer, self.model if model is None else model, self.head_modules,
-                                  self.head_learning_rate)
+                split_head_groups(optimizer, model, self.head_modules, self.head_learning_rate)
+            if fresh and self.loraplus_lr_ratio is not None:
+                split_lora_b_groups(optimizer, model, self.loraplus_lr_ratio)
             return optimizer
 
         def _get_train_sampler(self, train_dataset=None):
@@ -332,13 +341,27 @@ def split_head_groups(optimizer, model, modules: list[str], lr: float) -> int:
     group (same weight decay and options) at learning rate `lr`; returns how many weights moved. Done before
     the first step, so there is no optimizer state to carry."""
     head = {id(p) for n, p in model.named_parameters() if p.requires_grad and modeling.is_head_parameter(n, modules)}
+    return _split_groups(optimizer, head, lambda group: lr)
+
+
+def split_lora_b_groups(optimizer, model, ratio: float) -> int:
+    """LoRA+: move LoRA's B matrices (modeling.is_lora_b_parameter) out of each optimizer group into a copy of
+    that group at `ratio` times its learning rate; returns how many weights moved. Before the first step."""
+    b = {id(p) for n, p in model.named_parameters() if p.requires_grad and modeling.is_lora_b_parameter(n)}
+    return _split_groups(optimizer, b, lambda group: group["lr"] * ratio)
+
+
+def _split_groups(optimizer, chosen: set[int], lr_of) -> int:
+    """Move the parameters whose id is in `chosen` from each group to a copy of it (same weight decay and
+    options) at lr_of(group); drop the groups left empty. Returns how many weights moved."""
     moved = 0
     for group in list(optimizer.param_groups):
-        mine = [p for p in group["params"] if id(p) in head]
+        mine = [p for p in group["params"] if id(p) in chosen]
         if not mine:
             continue
-        group["params"] = [p for p in group["params"] if id(p) not in head]
-        optimizer.add_param_group({**{k: v for k, v in group.items() if k != "params"}, "params": mine, "lr": lr})
+        group["params"] = [p for p in group["params"] if id(p) not in chosen]
+        optimizer.add_param_group({**{k: v for k, v in group.items() if k != "params"}, "params": mine,
+                                   "lr": lr_of(group)})
         moved += sum(p.numel() for p in mine)
     optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
     return moved
