@@ -9,6 +9,15 @@ A starts Kaiming-uniform and B at zero, so an adapted model starts out computing
 does. Dropout, when enabled, acts on the input of the LoRA path only. After training, (alpha / r) B A can be
 added into W0 ("merging"), and the layer costs no more than the original one.
 
+DoRA (Liu et al. 2024, "DoRA: Weight-Decomposed Low-Rank Adaptation", arXiv:2402.09353; ``use_dora``) splits
+the adapted weight into a magnitude m (one trainable number per output, initialised to the row norms of W0) and a
+direction that LoRA updates:
+
+    h = m * (W0 + (alpha / r) B A) x / ||W0 + (alpha / r) B A||_row + b
+
+The row norm is treated as a constant in backward (the paper's section 4.3), and merging folds the whole factor
+into the weight: W0 <- m / ||W0 + dW||_row * (W0 + dW).
+
 ``LoraLinear`` follows PEFT's contract for custom LoRA layers (PEFT's ``docs/source/developer_guides/
 custom_models.md``), so PEFT still does the model surgery, freezing, saving and loading. Its state-dict keys
 (``...query.lora_A.default.weight``) are those of PEFT's own ``lora.Linear``: adapters saved with either
@@ -27,11 +36,14 @@ import torch.nn.functional as F
 from peft import LoraConfig, PeftModel
 from peft.tuners.lora.layer import LoraLayer
 from peft.tuners.tuners_utils import check_adapters_to_merge
+from peft.utils.integrations import dequantize_module_weight, gather_params_ctx
 from torch import nn
 
 # LoraConfig options that change what a LoRA linear layer computes; LoraLinear implements none of them.
-# LoRA variants (DoRA, aLoRA, ...) are found through PEFT's own `is_lora_variant` field metadata.
+# LoRA variants (aLoRA, ...) are found through PEFT's own `is_lora_variant` field metadata; DoRA is the one
+# variant implemented here.
 _UNSUPPORTED_OPTIONS = ("use_rslora", "lora_bias", "fan_in_fan_out", "use_qalora", "ensure_weight_tying")
+_IMPLEMENTED_VARIANTS = ("use_dora",)
 
 
 def validate_lora_settings(r, alpha, dropout) -> None:
@@ -59,21 +71,31 @@ def validate_lora_settings(r, alpha, dropout) -> None:
 
 
 def _check_supported(config: LoraConfig) -> None:
-    """Raise ValueError naming every option in `config` that LoraLinear does not implement (DoRA, rsLoRA, ...)."""
+    """Raise ValueError naming every option in `config` that LoraLinear does not implement (rsLoRA, ...)."""
     requested = [
         field.name
         for field in dataclasses.fields(config)
         if getattr(config, field.name)
         and (field.name in _UNSUPPORTED_OPTIONS or field.metadata.get("is_lora_variant"))
+        and field.name not in _IMPLEMENTED_VARIANTS
     ]
     if config.init_lora_weights not in (True, False):
         requested.append("init_lora_weights")
     if requested:
         settings = ", ".join(f"{name}={getattr(config, name)!r}" for name in requested)
         raise ValueError(
-            f"the scratch LoRA layer implements plain LoRA only, but the config sets {settings}; "
+            f"the scratch LoRA layer implements plain LoRA and DoRA only, but the config sets {settings}; "
             "remove these options or use PEFT's implementation (impl='peft')"
         )
+
+
+class DoraMagnitude(nn.Module):
+    """DoRA's magnitude m, one number per output of the adapted layer. A module holding `weight`, not a bare
+    parameter, so that its state-dict key is PEFT's (``lora_magnitude_vector.<name>.weight``)."""
+
+    def __init__(self, norm: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(norm)
 
 
 class LoraLinear(nn.Module, LoraLayer):
@@ -81,7 +103,8 @@ class LoraLinear(nn.Module, LoraLayer):
 
     W0 and the bias stay in the frozen ``base_layer``. Each adapter name keys ``lora_A[name].weight`` (A, r x in),
     ``lora_B[name].weight`` (B, out x r), ``lora_dropout[name]``, ``r``, ``lora_alpha`` and ``scaling``
-    (alpha / r), as in PEFT's ``lora.Linear``. PEFT builds it once `register` has mapped ``nn.Linear`` to it.
+    (alpha / r), as in PEFT's ``lora.Linear``; a DoRA adapter also ``lora_magnitude_vector[name].weight`` (m, out).
+    PEFT builds it once `register` has mapped ``nn.Linear`` to it.
     """
 
     def __init__(
@@ -90,6 +113,7 @@ class LoraLinear(nn.Module, LoraLayer):
         # kwargs are PEFT's bookkeeping for its own layers (target_name, device_map, loaded_in_8bit, ...).
         super().__init__()
         LoraLayer.__init__(self, base_layer)
+        self._merged_factors: dict[str, torch.Tensor] = {}  # DoRA: m / ||W0 + dW|| of each merged adapter
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, r, lora_alpha=lora_alpha, config=config)
 
@@ -114,9 +138,73 @@ class LoraLinear(nn.Module, LoraLayer):
         if config.init_lora_weights:
             nn.init.kaiming_uniform_(self.lora_A[adapter_name].weight, a=math.sqrt(5))
             nn.init.zeros_(self.lora_B[adapter_name].weight)
+        self.use_dora[adapter_name] = bool(config.use_dora)
         self._move_adapter_to_device_of_base_layer(adapter_name)
+        if config.use_dora:  # after the move, as in PEFT: the norms are taken where A and B now live
+            self._add_magnitude(adapter_name)
         # As in PEFT's layers: only the active adapters train, and none if the config is for inference.
         self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
+
+    def _add_magnitude(self, adapter: str) -> None:
+        """DoRA: m starts at the row norms of W0 + (alpha / r) B A (of W0 itself when B starts at zero), so the
+        adapted layer starts out computing what the base layer does."""
+        base_layer = self.get_base_layer()
+        # DeepSpeed ZeRO-3 keeps only a shard of the frozen weight on each rank; gather it for the norms.
+        with gather_params_ctx(base_layer.parameters()), torch.no_grad():
+            weight = dequantize_module_weight(base_layer).to(self.lora_A[adapter].weight.device)
+            norm = self._row_norm(weight, self.get_delta_weight(adapter).to(weight.dtype))
+        self.lora_magnitude_vector[adapter] = DoraMagnitude(norm)
+
+    @staticmethod
+    def _row_norm(weight: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """||W + dW|| of each output row, in the weight's dtype."""
+        return torch.linalg.norm(weight + delta, dim=1).to(weight.dtype)
+
+    def _dora_factor(self, adapter: str, weight: torch.Tensor) -> torch.Tensor:
+        """m / ||W + dW||_row as a column (out x 1), for merging `adapter` into `weight` (W0 as PEFT's layer
+        takes it: with no adapter merged into it)."""
+        norm = self._row_norm(weight, self.get_delta_weight(adapter).to(weight.dtype))
+        return (self.lora_magnitude_vector[adapter].weight / norm).view(-1, 1)
+
+    def _unmerged_weight(self) -> torch.Tensor:
+        """A copy of W0 with every merged adapter taken out again, newest first, as `unmerge` would."""
+        weight = self.get_base_layer().weight.detach().clone()
+        for name in reversed(self.merged_adapters):
+            weight = self._take_out(name, weight)
+        return weight
+
+    def _take_out(self, adapter: str, weight: torch.Tensor) -> torch.Tensor:
+        delta = self.get_delta_weight(adapter).to(weight.dtype)
+        if self.use_dora.get(adapter):
+            return weight / self._merged_factors[adapter] - delta
+        return weight - delta
+
+    def _dora_forward(self, name: str, x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        """What DoRA adds to `result` (W0 x + b, plus any adapter before this one): (m / ||W0 + dW|| - 1) W0 x
+        + m / ||W0 + dW|| (alpha / r) B A dropout(x), in PEFT's order of operations.
+
+        With dropout on, W0 is applied once more to the dropped x (the correction then sees the same input as
+        the LoRA path), as PEFT's layer does; in eval, or without dropout, `result` is reused.
+        """
+        lora_A, lora_B, dropout = self.lora_A[name], self.lora_B[name], self.lora_dropout[name]
+        scaling = self.scaling[name]
+        base_layer = self.get_base_layer()
+        # B A through the layers' own forward, not as B.weight @ A.weight: FSDP gathers sharded weights for a
+        # module's forward only.
+        eye = torch.eye(lora_A.weight.shape[1], device=lora_A.weight.device, dtype=lora_A.weight.dtype)
+        lora_weight = lora_B(lora_A(eye)).T
+        if isinstance(dropout, nn.Identity) or not self.training:
+            base_result = result if base_layer.bias is None else result - base_layer.bias
+        else:
+            x = dropout(x)
+            base_result = None
+        weight = dequantize_module_weight(base_layer).to(x.dtype)
+        # The paper's section 4.3: the norm is a constant in backward, so no gradient flows through it.
+        norm = self._row_norm(weight, scaling * lora_weight.to(x.dtype).detach()).detach()
+        factor = (self.lora_magnitude_vector[name].weight / norm).view(1, -1)
+        if base_result is None:
+            base_result = F.linear(x, weight)
+        return (factor - 1) * base_result + factor * lora_B(lora_A(x)) * scaling
 
     def get_delta_weight(self, adapter: str) -> torch.Tensor:
         """Return (alpha / r) B A for `adapter`: the change LoRA makes to W0, shaped like W0 (out x in)."""
@@ -133,9 +221,18 @@ class LoraLinear(nn.Module, LoraLayer):
             if name not in self.lora_A:
                 continue
             delta = self.get_delta_weight(name).to(weight.dtype)
-            if safe_merge and not torch.isfinite(weight.data + delta).all():
+            factor = None
+            if self.use_dora.get(name):
+                # The norm is W0's, as in forward; kept, since the merged weight no longer tells it.
+                factor = self._dora_factor(name, self._unmerged_weight()).detach()
+                merged = (factor * (weight.data + delta)).to(weight.dtype)
+            if safe_merge and not torch.isfinite(weight.data + delta if factor is None else merged).all():
                 raise ValueError(f"NaNs detected in the merged weights. The adapter {name} seems to be broken")
-            weight.data += delta
+            if factor is None:
+                weight.data += delta
+            else:
+                self._merged_factors[name] = factor
+                weight.data = merged
             self.merged_adapters.append(name)
 
     def unmerge(self) -> None:
@@ -145,10 +242,13 @@ class LoraLinear(nn.Module, LoraLayer):
             return
         weight = self.get_base_layer().weight
         while self.merged_adapters:
-            weight.data -= self.get_delta_weight(self.merged_adapters.pop()).to(weight.dtype)
+            name = self.merged_adapters.pop()
+            weight.data = self._take_out(name, weight.data).to(weight.dtype)
+            self._merged_factors.pop(name, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return W0 x + b plus (alpha / r) B A dropout(x) for each active, unmerged adapter of this layer."""
+        """Return W0 x + b plus (alpha / r) B A dropout(x) for each active, unmerged adapter of this layer (a DoRA
+        adapter rescales the sum so far, see `_dora_forward`)."""
         if self.disable_adapters:
             if self.merged:
                 self.unmerge()
@@ -164,6 +264,9 @@ class LoraLinear(nn.Module, LoraLayer):
             A = self.lora_A[name].weight
             B = self.lora_B[name].weight
             # PEFT may keep the adapter in fp32 under a bf16/fp16 base model; compute it in its own dtype.
+            if self.use_dora.get(name):
+                result = result + self._dora_forward(name, x.to(A.dtype), result)
+                continue
             h = self.lora_dropout[name](x.to(A.dtype))
             result = result + F.linear(F.linear(h, A), B) * self.scaling[name]
         return result.to(result_dtype)

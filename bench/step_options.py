@@ -15,7 +15,8 @@ then stays bf16 between layers, so the layers' inputs need no cast); and, with t
 dropout set to 0, SDPA's own kernel choice (its CPU flash kernel) against the kit's (SDPA's math kernel on rows
 up to `lorakit.attention.MATH_KERNEL_MAX_TOKENS`); and FastDropout's masks applied as a multiply by the bool
 mask (session 7's arithmetic) instead of an AND of the elements' bits; and every dropout compiled by inductor
-into one fused loop forward and one backward (draw, compare, scale) instead of FastDropout's kernels. Every
+into one fused loop forward and one backward (draw, compare, scale) instead of FastDropout's kernels; and DoRA
+(`use_dora`, PEFT's layer) in place of plain LoRA, which is what that recipe key costs a step. Every
 copy's first pass over the lengths (kernels built, graphs compiled) is timed apart; then prints each copy's median
 step and its ratio to the kit's (BENCHMARKS.md, "What was tried").
 """
@@ -42,6 +43,7 @@ class Option:
     cpu_attention: bool = True  # lorakit.attention (only over SDPA)
     bool_multiply_dropout: bool = False  # FastDropout's masks applied by multiplying with the bool mask
     compiled_dropout: bool = False  # every dropout one inductor kernel each way (torch.compile of its arithmetic)
+    dora: bool = False  # DoRA instead of plain LoRA (the recipe's use_dora)
 
 
 OPTIONS = {
@@ -55,6 +57,7 @@ OPTIONS = {
     "attention dropout 0, the kit's (math kernel)": Option(attention_dropout=0.0),
     "dropout masks applied as a bool multiply": Option(bool_multiply_dropout=True),
     "dropout compiled (one fused kernel each way)": Option(compiled_dropout=True),
+    "DoRA (use_dora)": Option(dora=True),
 }
 
 
@@ -144,7 +147,7 @@ def _model(option: Option, model_path: str | None):
     model = AutoModelForSequenceClassification.from_pretrained(model_path or minilm_path(), num_labels=2,
                                                                attn_implementation=option.attn, **extra)
     model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.1,
-                                             target_modules=["query", "value"]))
+                                             target_modules=["query", "value"], use_dora=option.dora))
     modeling.store_frozen_linears(model, torch.bfloat16)
     use_fast_dropout(model)
     if option.cpu_attention:

@@ -92,7 +92,8 @@ def build_card(run: Run, repo_id: str, *, base_model: str | None = None, dataset
                           dataset_split=recipe.get("eval_split"), metric_type=m, metric_name=METRIC_NAMES.get(m, m),
                           metric_value=round(metrics[f"eval_{m}"], 4))
                for m in recipe.get("metrics", []) if f"eval_{m}" in metrics]
-    method_tags = ["lora", "peft"] if run.is_adapter else [recipe.get("method", "full")]
+    method_tags = ["lora", *(["dora"] if recipe.get("use_dora") else []), "peft"] if run.is_adapter \
+        else [recipe.get("method", "full")]
     data = ModelCardData(
         library_name="peft" if run.is_adapter else "transformers",
         base_model=None if is_local(base) else base,
@@ -137,7 +138,8 @@ def _prose(run: Run, repo_id: str, base: str, data_name: str, results) -> str:
     if run.is_adapter:
         targets = recipe.get("lora_target_modules") or json.loads(
             (run.folder / ADAPTER_FILES[0]).read_text(encoding="utf-8")).get("target_modules")
-        lines.append(f"- LoRA: r={recipe.get('lora_r')}, alpha={recipe.get('lora_alpha')}, "
+        lines.append(f"- {'DoRA' if recipe.get('use_dora') else 'LoRA'}: r={recipe.get('lora_r')}, "
+                     f"alpha={recipe.get('lora_alpha')}, "
                      f"dropout={recipe.get('lora_dropout')}, on {', '.join(sorted(map(str, targets or [])))}"
                      + (f", layers {recipe['lora_layers']}" if recipe.get("lora_layers") else "")
                      + f" ({recipe.get('lora_impl', 'peft')} implementation)")

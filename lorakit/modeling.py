@@ -122,7 +122,7 @@ def lora_config(recipe: Recipe, config: PretrainedConfig) -> LoraConfig:
     """PEFT's LoraConfig for the recipe; task SEQ_CLS keeps the classification head trainable and saved."""
     cfg = LoraConfig(
         task_type="SEQ_CLS", r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
-        target_modules=target_modules(recipe, config), layers_to_transform=recipe.lora_layers,
+        use_dora=recipe.use_dora, target_modules=target_modules(recipe, config), layers_to_transform=recipe.lora_layers,
         # A copy: PEFT appends the SEQ_CLS heads to this list in place.
         modules_to_save=modules_to_save(recipe, config) or None)
     if recipe.lora_impl == "scratch":

@@ -71,6 +71,8 @@ class Recipe:
     loraplus_lr_ratio: float | None = _key(
         help="LoRA+ (Hayou et al. 2024): LoRA's B matrices learn at learning_rate times this ratio, A (and the "
              "rest) at learning_rate; the paper suggests 16 with a learning_rate below plain LoRA's. Default: off.")
+    use_dora: bool = _key(False, help="DoRA (Liu et al. 2024): each adapted weight is split into a magnitude "
+                                       "(one trainable number per output) and a direction that LoRA updates.")
     max_trainable_params: int | None = _key(help="Stop before training if the run would train more than this.")
     fast_dropout: bool = _key(True, help="On CPU, dropout masks drawn four elements per 64-bit random word, the "
                                           "attention probabilities' included (lorakit/dropout.py, attention.py; "
@@ -365,6 +367,9 @@ def validate(recipe: Recipe) -> None:
     if recipe.loraplus_lr_ratio is not None and recipe.method == "full":
         problems.append("loraplus_lr_ratio applies to LoRA's B matrices but method is full; use --method lora "
                         "or leave loraplus_lr_ratio unset")
+    if recipe.use_dora and recipe.method == "full":
+        problems.append("use_dora applies to LoRA's adapted layers but method is full; use --method lora or "
+                        "leave use_dora unset")
     if recipe.load_in_4bit and recipe.load_in_8bit:
         problems.append("load_in_4bit and load_in_8bit are exclusive; pick one")
     if (recipe.load_in_4bit or recipe.load_in_8bit) and recipe.method == "full":

@@ -141,7 +141,7 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
              if resolved.overrides else "")
     log.info("model: %s (%s), method %s%s", recipe.model_name_or_path, config.model_type, recipe.method,
              f", LoRA r={recipe.lora_r} alpha={recipe.lora_alpha} on {modeling.target_modules(recipe, config)}"
-             f" ({recipe.lora_impl})" if recipe.method == "lora" else "")
+             f"{' with DoRA' if recipe.use_dora else ''} ({recipe.lora_impl})" if recipe.method == "lora" else "")
     log.info("data: %d train, %d eval rows, labels %s", len(task_data.train), len(task_data.eval),
              task_data.label_names)
     log.info("device: %s x %d process(es); precision: %s; batch %d per device, %d effective",

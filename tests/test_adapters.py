@@ -56,15 +56,19 @@ def adapt(base: nn.Module, impl: str, **overrides) -> nn.Module:
 
 
 def perturb(model: nn.Module) -> nn.Module:
-    """Set every lora_B and the classifier head to the same random values in any model of the same shape.
+    """Set every lora_B and the classifier head to the same random values in any model of the same shape, and
+    DoRA's magnitudes to their initial values times 1 +- 0.1.
 
-    B starts at zero, which would make most comparisons trivial; the head is set so that loading must restore it.
+    B starts at zero and the magnitudes at the norms that cancel them, which would make most comparisons trivial;
+    the head is set so that loading must restore it.
     """
     generator = torch.Generator().manual_seed(2)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name or "modules_to_save" in name:
                 param.copy_(0.1 * torch.randn(param.shape, generator=generator))
+            elif "lora_magnitude_vector" in name:
+                param.mul_(1 + 0.1 * torch.randn(param.shape, generator=generator))
     return model
 
 
@@ -188,6 +192,108 @@ def test_merge_unmerge():
     assert max_diff(logits(model), unmerged_logits) <= TOL
 
 
+def test_dora_layer_computes_the_dora_formula():
+    torch.manual_seed(0)
+    base_layer = nn.Linear(6, 5)
+    x = torch.randn(3, 6)
+    config = lora_config(r=2, lora_alpha=3, use_dora=True)
+    layer = LoraLinear(base_layer, "default", config=config, r=2, lora_alpha=3)
+    W0, b = base_layer.weight, base_layer.bias
+    m = layer.lora_magnitude_vector["default"].weight
+    assert m.requires_grad and max_diff(m, W0.norm(dim=1)) <= TOL
+    assert max_diff(layer(x), base_layer(x)) <= TOL
+
+    A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    with torch.no_grad():
+        B.normal_()
+        m.mul_(torch.tensor([0.5, 1.0, 1.5, 2.0, 3.0]))
+    out = layer(x)
+    V = W0 + 1.5 * B @ A
+    norm = V.norm(dim=1, keepdim=True)
+    assert max_diff(out, x @ (m[:, None] * V / norm).T + b) <= 1e-5
+    # The norm is a constant in backward (the paper's section 4.3): B's gradient is that of the formula with the
+    # norm detached, and differs from the one with the norm differentiated.
+    out.sum().backward()
+    B_detached = B.detach().clone().requires_grad_()
+    V = W0 + 1.5 * B_detached @ A.detach()
+    (x @ (m.detach()[:, None] * V / V.norm(dim=1, keepdim=True).detach()).T).sum().backward()
+    assert max_diff(B.grad, B_detached.grad) <= 1e-5
+    B_full = B.detach().clone().requires_grad_()
+    V = W0 + 1.5 * B_full @ A.detach()
+    (x @ (m.detach()[:, None] * V / V.norm(dim=1, keepdim=True)).T).sum().backward()
+    assert max_diff(B.grad, B_full.grad) > 1e-3
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_dora_same_weights_outputs_and_gradients_as_peft_in_training(arch, dropout):
+    base = tiny_model(arch)
+    grads = {}
+    for impl in ("peft", "scratch"):
+        model = adapt(base, impl, use_dora=True, lora_dropout=dropout)
+        assert len(lora_modules(model)) == 2 * TINY["num_hidden_layers"]
+        grads[impl] = {"init": {k: v.clone() for k, v in model.state_dict().items()}}
+        model = perturb(model).train()
+        torch.manual_seed(3)  # the same dropout masks, in the same order
+        output = model(**batch())
+        output.loss.backward()
+        grads[impl].update({name: p.grad for name, p in model.named_parameters() if p.requires_grad})
+        grads[impl]["logits"] = output.logits.detach()
+    peft_init, scratch_init = grads["peft"].pop("init"), grads["scratch"].pop("init")
+    assert peft_init.keys() == scratch_init.keys()
+    assert all(torch.equal(peft_init[key], scratch_init[key]) for key in peft_init)
+    assert grads["peft"].keys() == grads["scratch"].keys()
+    for name in grads["peft"]:
+        assert max_diff(grads["peft"][name], grads["scratch"][name]) <= TOL, name
+    magnitudes = [g for name, g in grads["scratch"].items() if "lora_magnitude_vector" in name]
+    assert len(magnitudes) == 2 * TINY["num_hidden_layers"] and all(g.abs().max() > 0 for g in magnitudes)
+
+
+def test_dora_merge_unmerge():
+    model = perturb(adapt(tiny_model(), "scratch", r=4, lora_alpha=8, use_dora=True)).eval()
+    layers = lora_modules(model)
+    base_weights = {name: layer.base_layer.weight.detach().clone() for name, layer in layers.items()}
+    unmerged_logits = logits(model)
+
+    model.merge_adapter()
+    for name, layer in layers.items():
+        B, A = layer.lora_B["default"].weight, layer.lora_A["default"].weight
+        m = layer.lora_magnitude_vector["default"].weight
+        V = base_weights[name] + (8 / 4) * (B @ A)
+        assert max_diff(layer.base_layer.weight, m[:, None] * V / V.norm(dim=1, keepdim=True)) <= 1e-6, name
+    merged_weights = {name: layer.base_layer.weight.detach().clone() for name, layer in layers.items()}
+    assert max_diff(logits(model), unmerged_logits) <= 1e-5
+
+    with pytest.warns(UserWarning, match="All adapters are already merged, nothing to do"):
+        model.merge_adapter()
+    assert all(torch.equal(layer.base_layer.weight, merged_weights[name]) for name, layer in layers.items())
+
+    model.unmerge_adapter()
+    for name, layer in layers.items():
+        assert max_diff(layer.base_layer.weight, base_weights[name]) <= 1e-6, name
+    assert max_diff(logits(model), unmerged_logits) <= 1e-5
+
+
+def test_dora_merged_after_a_plain_adapter_as_peft_merges_it():
+    base = tiny_model()
+    weights = {}
+    for impl in ("peft", "scratch"):
+        model = adapt(base, impl)
+        dora = lora_config(r=2, lora_alpha=4, use_dora=True)
+        if impl == "scratch":
+            adapters.register(dora)
+        torch.manual_seed(4)
+        model.add_adapter("dora", dora)
+        perturb(model).eval()
+        layer = model.base_model.model.roberta.encoder.layer[0].attention.self.query
+        layer.merge(adapter_names=["default", "dora"])
+        weights[impl] = layer.base_layer.weight.detach().clone()
+        layer.unmerge()
+        weights[impl + " unmerged"] = layer.base_layer.weight.detach().clone()
+    assert max_diff(weights["peft"], weights["scratch"]) <= 1e-6
+    assert max_diff(weights["peft unmerged"], weights["scratch unmerged"]) <= 1e-6
+
+
 def test_disabled_adapter_gives_base_outputs_even_when_merged():
     base = tiny_model().eval()
     model = perturb(adapt(base, "scratch")).eval()
@@ -198,11 +304,12 @@ def test_disabled_adapter_gives_base_outputs_even_when_merged():
         assert max_diff(logits(model), logits(base)) <= TOL
 
 
-def test_merge_and_unload_gives_the_same_logits_as_peft():
+@pytest.mark.parametrize("use_dora", [False, True])
+def test_merge_and_unload_gives_the_same_logits_as_peft(use_dora):
     base = tiny_model().eval()
     results = {}
     for impl in ("peft", "scratch"):
-        model = perturb(adapt(base, impl)).eval()
+        model = perturb(adapt(base, impl, use_dora=use_dora)).eval()
         before = logits(model)
         merged = model.merge_and_unload()
         assert not lora_modules(merged)
@@ -231,10 +338,11 @@ def test_training_step_changes_only_lora_and_head():
     assert changed == trainable  # every frozen weight is bit-identical
 
 
+@pytest.mark.parametrize("use_dora", [False, True])
 @pytest.mark.parametrize("saved_by, loaded_by", [("scratch", "peft"), ("peft", "scratch")])
-def test_adapter_saved_by_one_implementation_loads_in_the_other(tmp_path, saved_by, loaded_by):
+def test_adapter_saved_by_one_implementation_loads_in_the_other(tmp_path, saved_by, loaded_by, use_dora):
     base = tiny_model().eval()
-    model = perturb(adapt(base, saved_by)).eval()
+    model = perturb(adapt(base, saved_by, use_dora=use_dora)).eval()
     model.save_pretrained(tmp_path)
 
     # impl="peft" is a plain PeftModel.from_pretrained: no registration
@@ -246,14 +354,16 @@ def test_adapter_saved_by_one_implementation_loads_in_the_other(tmp_path, saved_
     assert all(not p.requires_grad for p in loaded.parameters())
 
 
-def test_saved_files_are_identical(tmp_path):
+@pytest.mark.parametrize("use_dora", [False, True])
+def test_saved_files_are_identical(tmp_path, use_dora):
     base = tiny_model()
     for impl in ("peft", "scratch"):
-        adapt(base, impl).save_pretrained(tmp_path / impl)
+        perturb(adapt(base, impl, use_dora=use_dora)).save_pretrained(tmp_path / impl)
     peft_tensors = load_file(tmp_path / "peft" / "adapter_model.safetensors")
     scratch_tensors = load_file(tmp_path / "scratch" / "adapter_model.safetensors")
     assert peft_tensors.keys() == scratch_tensors.keys()
     assert any(".lora_A.weight" in key for key in scratch_tensors)
+    assert any(key.endswith(".lora_magnitude_vector") for key in scratch_tensors) == use_dora
     assert all(torch.equal(peft_tensors[key], scratch_tensors[key]) for key in peft_tensors)
     configs = [json.loads((tmp_path / impl / "adapter_config.json").read_text()) for impl in ("peft", "scratch")]
     assert configs[0] == configs[1]
@@ -333,7 +443,7 @@ def test_bad_rank_fails_when_the_layer_is_built():
 
 
 @pytest.mark.parametrize(
-    "option", [{"use_dora": True}, {"use_rslora": True}, {"lora_bias": True}, {"init_lora_weights": "gaussian"}]
+    "option", [{"use_rslora": True}, {"lora_bias": True}, {"init_lora_weights": "gaussian"}, {"use_qalora": True}]
 )
 def test_unsupported_options_are_refused(option):
     (name, value), = option.items()
@@ -346,8 +456,10 @@ def test_load_adapter_refuses_unknown_impl(tmp_path):
         adapters.load_adapter(tiny_model(), tmp_path, impl="lora")
 
 
-def test_benchmark_script_runs(capsys):
+@pytest.mark.parametrize("extra", [[], ["--dora"]])
+def test_benchmark_script_runs(capsys, extra):
     main = runpy.run_path(str(REPO / "bench" / "lora_impl.py"))["main"]
-    result = main(["--tiny", "--steps", "2", "--warmup", "1"])
+    result = main(["--tiny", "--steps", "2", "--warmup", "1", *extra])
     assert set(result) == {"peft", "scratch", "ratio"} and result["ratio"] > 0
-    assert "ratio scratch/peft:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ratio scratch/peft:" in out and ("DoRA r=8" in out) == bool(extra)

@@ -190,3 +190,5 @@ def test_step_options_copies_are_what_they_say(tiny_bert):
     compiled = forward_ops("dropout compiled (one fused kernel each way)")[1]
     assert "_ScaleByMask" in ops and "_ScaleByMask" not in compiled and "_CompiledDropout" in compiled
     assert "aten::bitwise_and" not in compiled and any(op.startswith("## Call CompiledFxGraph") for op in compiled)
+    magnitudes = [n for n, _ in forward_ops("DoRA (use_dora)")[0].named_parameters() if "lora_magnitude_vector" in n]
+    assert len(magnitudes) == 2 * 2 and not any("lora_magnitude_vector" in n for n, _ in kit.named_parameters())

@@ -161,3 +161,15 @@ def test_folder_names_are_filesystem_safe_and_distinct():
     a = sweep.folder_name([("model_name_or_path", "org/model")])
     b = sweep.folder_name([("model_name_or_path", "org_model")])
     assert "/" not in a and a != b and a.startswith("model_name_or_path=org_model-")
+
+
+def test_a_joint_grid_sets_lora_only_keys_for_lora_and_unsets_them_for_full(tiny_models, tmp_path):
+    # `none` unsets an optional key and `false` a flag, so one sweep holds LoRA variants and the full baseline.
+    argv = [*SST2, "--model_name_or_path", str(tiny_models["bert"]), "--max_seq_length", "64",
+            "--output_dir", str(tmp_path / "runs"),
+            "--sweep", "method:loraplus_lr_ratio:use_dora=lora:16:true,full:none:false"]
+    lora, full = sweep.plan(parse_recipe(argv))
+    assert (lora.resolved.recipe.loraplus_lr_ratio, lora.resolved.recipe.use_dora) == (16.0, True)
+    assert (full.resolved.recipe.method, full.resolved.recipe.loraplus_lr_ratio, full.resolved.recipe.use_dora) \
+        == ("full", None, False)
+    assert full.params.trainable == full.params.total > lora.params.trainable
