@@ -12,7 +12,7 @@
 #                                     # 2e-4, 5e-4, 1e-3, and 1e-3 with the head at 2e-5); the best of
 #                                     # each at eight seeds; LoRA on q,k,v,o at r=4 at four of them,
 #                                     # LoRA at 40 epochs at eight, LoRA on every linear layer at two,
-#                                     # LoRA+ at eight and four, DoRA at four
+#                                     # LoRA+ at eight and four, DoRA at six
 #   bash experiments/run.sh lr        # LoRA learning rates on CoLA (where 2e-3 learnt nothing)
 #   bash experiments/run.sh sweeps    # rank, target-module and layer sweeps on sst2, and the budget dry run
 #   bash experiments/run.sh timing    # LoRA/full time per training step, interleaved in one process
@@ -202,10 +202,10 @@ rte() {
   python experiments/seed_spread.py "$RUNS/rte_seeds" experiments/rte_loraplus4/spread.md "$RUNS/rte_loraplus4"
   # DoRA (Liu et al. 2024): query and value at r=8 as in rte_seeds, each adapted weight split into a trained
   # magnitude per output and a direction LoRA updates (4,608 more weights: 226,946, 0.996%). 5e-4 x 20, paired
-  # with rte_seeds' full runs; four seeds (a DoRA run takes twice a LoRA run's time here, and after four it was
-  # level with plain LoRA at the same seeds).
+  # with rte_seeds' full runs; six seeds (a DoRA run took about twice a LoRA run's time here; 48 and 49 were left
+  # for time).
   python train.py --task rte --dataset_name $GLUE "${COMMON[@]}" --num_train_epochs 20 --learning_rate 5e-4 \
-    --sweep seed=42,43,44,45 --sweep use_dora=true --output_dir "$RUNS/rte_dora"
+    --sweep seed=42,43,44,45,46,47 --sweep use_dora=true --output_dir "$RUNS/rte_dora"
   collect rte_dora
   python experiments/seed_spread.py "$RUNS/rte_seeds" experiments/rte_dora/spread.md "$RUNS/rte_dora"
 }
