@@ -168,7 +168,7 @@ class LoraLinear(nn.Module, LoraLayer):
 
     def _unmerged_weight(self) -> torch.Tensor:
         """A copy of W0 with every merged adapter taken out again, newest first, as `unmerge` would."""
-        weight = self.get_base_layer().weight.detach().clone()
+        weight = self._stored_weight().clone()
         for name in reversed(self.merged_adapters):
             weight = self._take_out(name, weight)
         return weight
@@ -216,21 +216,21 @@ class LoraLinear(nn.Module, LoraLayer):
         Adapters already merged are skipped with PEFT's warning, so merging twice changes nothing. With
         `safe_merge`, W0 is left untouched and ValueError raised if the merged weight would not be finite.
         """
-        weight = self.get_base_layer().weight
         for name in check_adapters_to_merge(self, adapter_names):
             if name not in self.lora_A:
                 continue
+            weight = self._stored_weight()
             delta = self.get_delta_weight(name).to(weight.dtype)
             factor = None
             if self.use_dora.get(name):
                 # The norm is W0's, as in forward; kept, since the merged weight no longer tells it.
                 factor = self._dora_factor(name, self._unmerged_weight()).detach()
-            merged = weight.data + delta if factor is None else (factor * (weight.data + delta)).to(weight.dtype)
+            merged = weight + delta if factor is None else (factor * (weight + delta)).to(weight.dtype)
             if safe_merge and not torch.isfinite(merged).all():
                 raise ValueError(f"NaNs detected in the merged weights. The adapter {name} seems to be broken")
             if factor is not None:
                 self._merged_factors[name] = factor
-            weight.data.copy_(merged)
+            self._store_weight(merged)
             self.merged_adapters.append(name)
 
     def unmerge(self) -> None:
@@ -238,11 +238,43 @@ class LoraLinear(nn.Module, LoraLayer):
         if not self.merged:
             warnings.warn("Already unmerged. Nothing to do.")
             return
-        weight = self.get_base_layer().weight
         while self.merged_adapters:
             name = self.merged_adapters.pop()
-            weight.data.copy_(self._take_out(name, weight.data))
+            self._store_weight(self._take_out(name, self._stored_weight()))
             self._merged_factors.pop(name, None)
+
+    def _stored_weight(self) -> torch.Tensor:
+        """W0 as the base layer holds it now, as a float tensor: dequantised from a bitsandbytes 4-bit or 8-bit
+        layer (QLoRA), the weight itself (detached, sharing its storage) otherwise."""
+        return dequantize_module_weight(self.get_base_layer()).detach()
+
+    def _store_weight(self, data: torch.Tensor) -> None:
+        """Write `data` into W0: in place for a plain weight; re-quantised into a new parameter for a bitsandbytes
+        layer, as PEFT's own 4-bit and 8-bit LoRA layers merge, so both give the same quantised weight."""
+        base_layer = self.get_base_layer()
+        weight = base_layer.weight
+        kind = type(weight).__name__
+        if kind not in ("Params4bit", "Int8Params"):
+            weight.data.copy_(data)
+            return
+        import bitsandbytes as bnb
+
+        bits = 4 if kind == "Params4bit" else 8
+        # PEFT's bnb layers warn alike. infer.py and export.py merge into the dequantised weights instead.
+        warnings.warn(f"Merging LoRA into a {bits}-bit layer rounds the merged weight to {bits} bits, so the merged "
+                      "model's outputs differ slightly from the adapter's")
+        if kind == "Params4bit":
+            # Params4bit's own attributes (blocksize, quant_type, quant_state, ...) carry over; quantised afresh
+            # by .to(device). Private attributes (torch.compile's) are dropped, as PEFT drops them.
+            kwargs = {k: v for k, v in weight.__dict__.items() if not k.startswith("_") and k != "data"}
+            kwargs["requires_grad"] = False
+            if "bnb_quantized" in kwargs:
+                kwargs["bnb_quantized"] = False
+            base_layer.weight = bnb.nn.Params4bit(data.to("cpu"), **kwargs).to(weight.device)
+        else:
+            base_layer.weight = bnb.nn.Int8Params(
+                data.to("cpu"), requires_grad=False, has_fp16_weights=weight.has_fp16_weights).to(weight.device)
+            base_layer.state.reset_grads()  # the scales of the old int8 weight; the new one brings its own
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return W0 x + b plus (alpha / r) B A dropout(x) for each active, unmerged adapter of this layer (a DoRA

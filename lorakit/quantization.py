@@ -78,10 +78,24 @@ def _autocast_output(module, args, output):
     return output.to(torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else None
 
 
+def _restore_int8_scales(module, args):
+    """Give an 8-bit weight back the scales bitsandbytes moved to the layer's state, if it lost them.
+
+    At its first forward a Linear8bitLt moves the weight's int8 codes and scales (CB, SCB) into `module.state`.
+    On a CPU, PEFT 0.21's dequantize_module_weight (DoRA calls it at every step, in both LoRA layers) re-creates
+    the weight with `.to("cpu")`, which sets CB again but not SCB; the next forward would then copy SCB=None into
+    the state and fail ("'NoneType' object has no attribute 'unsqueeze'"). The codes are unchanged, so the
+    state's scales are still theirs."""
+    weight = module.weight
+    if getattr(weight, "CB", None) is not None and weight.SCB is None and module.state.SCB is not None:
+        weight.SCB = module.state.SCB
+
+
 def prepare_quantized(model: torch.nn.Module) -> torch.nn.Module:
     """The quantised backbone made ready for LoRA: every weight frozen and any half-precision weight outside
     bitsandbytes upcast to fp32 (PEFT's prepare_model_for_kbit_training); the quantised layers return the
-    autocast dtype under autocast, as nn.Linear does, and 4-bit layers keep their trainable kernel on CPUs."""
+    autocast dtype under autocast, as nn.Linear does, 4-bit layers keep their trainable kernel on CPUs and 8-bit
+    layers their scales (DoRA on a CPU)."""
     import bitsandbytes as bnb
     from peft import prepare_model_for_kbit_training
 
@@ -90,6 +104,8 @@ def prepare_quantized(model: torch.nn.Module) -> torch.nn.Module:
     for module in model.modules():
         if isinstance(module, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)):
             module.register_forward_hook(_autocast_output)
+        if isinstance(module, bnb.nn.Linear8bitLt):
+            module.register_forward_pre_hook(_restore_int8_scales)
         if isinstance(module, bnb.nn.Linear4bit):
             # On AVX-512-BF16 CPUs bitsandbytes repacks 4-bit weights in place for an inference kernel the first
             # time a layer runs in eval mode without gradients. That kernel has no backward (training after an

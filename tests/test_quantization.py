@@ -1,6 +1,8 @@
 """QLoRA: 4-bit and 8-bit backbones with bitsandbytes on this CPU. The head and pooler stay fp32 nn.Linear and
 trainable, the parameter report counts quantised weights as the weights they stand for, train.py trains and
-saves an adapter that reloads to the same predictions, and merging goes through the dequantised weights."""
+saves an adapter that reloads to the same predictions, and merging goes through the dequantised weights. The
+scratch LoRA layer (adapters/) on a quantised backbone trains, merges and unmerges as PEFT's bnb layers do,
+DoRA included."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ import bitsandbytes as bnb
 import pytest
 import torch
 from peft import PeftModel
+from peft.utils.integrations import dequantize_module_weight
 from safetensors import safe_open
 from transformers import AutoModelForSequenceClassification
 
+import adapters
 from conftest import GLUE, QUICK, run_script
 from lorakit import data as data_lib
 from lorakit import modeling, quantization
@@ -170,3 +174,121 @@ def test_merged_export_of_a_qlora_adapter_is_a_plain_fp32_model(qlora_run, tmp_p
     model = AutoModelForSequenceClassification.from_pretrained(str(dest))
     assert not any(isinstance(m, QUANTISED[bits]) for m in model.modules())
     assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def _scratch_and_peft(model_path, bits: int, **kw) -> dict[str, torch.nn.Module]:
+    """The same QLoRA model twice, with PEFT's bnb LoRA layers and with the scratch layer (adapters/), from one
+    seed; B (and DoRA's magnitudes) moved off their initial values, which would make the comparison trivial."""
+    models = {}
+    for impl in ("peft", "scratch"):
+        recipe = _recipe(model_path, bits, lora_impl=impl, **kw)
+        torch.manual_seed(0)
+        model = modeling.build_model(recipe, modeling.load_config(recipe, LABELS))
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "lora_B" in name:
+                    param.copy_(0.1 * torch.randn(param.shape, generator=generator))
+                elif "lora_magnitude_vector" in name:
+                    param.mul_(1 + 0.1 * torch.randn(param.shape, generator=generator))
+        models[impl] = model
+    return models
+
+
+def _query_layers(model) -> list[torch.nn.Module]:
+    return [layer.attention.self.query for layer in model.base_model.model.roberta.encoder.layer]
+
+
+@pytest.mark.parametrize("use_dora", [False, True], ids=["lora", "dora"])
+@pytest.mark.parametrize("bits", [4, 8])
+def test_scratch_layer_trains_as_peft_bnb_layers_do(tiny_roberta, bits, use_dora):
+    # lora_impl: scratch on a 4-bit or 8-bit backbone wraps bitsandbytes' layer. Training-mode forwards and
+    # backwards under the kit's bf16 autocast and in fp32, with an evaluation between them (on a CPU an 8-bit
+    # DoRA layer used to lose its scales there and fail at the next step, in PEFT's layer too), give PEFT's
+    # logits and gradients at every step.
+    models = _scratch_and_peft(tiny_roberta, bits, use_dora=use_dora, lora_dropout=0.1)
+    for layer in _query_layers(models["scratch"]):
+        assert type(layer) is adapters.LoraLinear and isinstance(layer.base_layer, QUANTISED[bits])
+    x = torch.randint(5, 100, (4, 16), generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 1, 0])
+    for autocast in (True, False, True):
+        results = {}
+        for impl, model in models.items():
+            model.train().zero_grad()
+            torch.manual_seed(3)  # the same dropout masks, drawn in the same order
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                out = model(input_ids=x, labels=labels)
+            out.loss.backward()
+            results[impl] = {"logits": out.logits.detach().float()} | {
+                n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+            with torch.no_grad():
+                results[impl]["eval logits"] = model.eval()(input_ids=x).logits
+        assert results["peft"].keys() == results["scratch"].keys()
+        for name, value in results["peft"].items():
+            assert torch.allclose(results["scratch"][name], value, rtol=1e-5, atol=1e-7), (autocast, name)
+        assert any("lora_A" in n and g.abs().max() > 0 for n, g in results["scratch"].items())
+
+
+@pytest.mark.parametrize("use_dora", [False, True], ids=["lora", "dora"])
+@pytest.mark.parametrize("bits", [4, 8])
+def test_scratch_layer_merges_into_quantised_weights_as_peft_does(tiny_roberta, bits, use_dora):
+    # Merging re-quantises W0 + dW into a new bitsandbytes weight, as PEFT's bnb layers do (it used to add dW
+    # to the packed 4-bit bytes, which failed, or to the int8 codes, which silently gave a wrong model).
+    models = _scratch_and_peft(tiny_roberta, bits, use_dora=use_dora)
+    x = torch.randint(5, 100, (4, 16), generator=torch.Generator().manual_seed(0))
+    weights, outputs = {}, {}
+    for impl, model in models.items():
+        model.eval()
+        with torch.no_grad():
+            unmerged = model(input_ids=x).logits
+        layers = _query_layers(model)
+        before = [dequantize_module_weight(layer.base_layer).clone() for layer in layers]
+        with pytest.warns(UserWarning, match=f"{bits}-bit"):
+            model.merge_adapter()
+        with torch.no_grad():
+            merged = model(input_ids=x).logits
+        # Rounded to `bits` bits, the merged model is near the adapter's outputs, not equal to them.
+        assert (merged - unmerged).abs().max() < 0.05 * unmerged.abs().max(), impl
+        weights[impl] = [dequantize_module_weight(layer.base_layer).clone() for layer in layers]
+        assert not any(torch.equal(a, b) for a, b in zip(before, weights[impl])), impl  # W0 + dW, re-quantised
+        model.unmerge_adapter()
+        weights[impl + " unmerged"] = [dequantize_module_weight(layer.base_layer).clone() for layer in layers]
+        with torch.no_grad():
+            outputs[impl] = {"merged": merged, "unmerged again": model(input_ids=x).logits}
+        assert not any(layer.merged for layer in layers)
+        unloaded = model.merge_and_unload()
+        assert all(isinstance(layer, QUANTISED[bits]) for layer in
+                   [block.attention.self.query for block in unloaded.roberta.encoder.layer])
+        with torch.no_grad():
+            outputs[impl]["merged and unloaded"] = unloaded(input_ids=x).logits
+    for key in ("peft", "peft unmerged"):
+        other = key.replace("peft", "scratch")
+        assert all(torch.equal(a, b) for a, b in zip(weights[key], weights[other])), key
+    for name, value in outputs["peft"].items():
+        assert torch.equal(outputs["scratch"][name], value), name
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_qlora_with_dora_trains_alike_with_either_lora_layer(tiny_roberta, tmp_path, bits):
+    # train.py end to end with DoRA on a quantised backbone, evaluating between steps: PEFT's layer and the
+    # scratch layer log the same losses and save the same adapter.
+    runs = {}
+    for impl in ("peft", "scratch"):
+        out = tmp_path / impl
+        proc = run_script("train.py", "--task", "sst2", "--model_name_or_path", str(tiny_roberta), "--dataset_name",
+                          str(GLUE), *QUICK, "--learning_rate", "0.05", f"--load_in_{bits}bit", "--use_dora", "true",
+                          "--lora_impl", impl, "--eval_strategy", "steps", "--eval_steps", "2", "--save_strategy", "no",
+                          "--load_best_model_at_end", "false", "--bf16", "false",
+                          "--output_dir", str(out))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        history = json.loads((out / "log_history.json").read_text())
+        with safe_open(str(out / "adapter_model.safetensors"), "pt") as f:
+            runs[impl] = ([e.get("loss", e.get("eval_loss")) for e in history if "loss" in e or "eval_loss" in e],
+                          {k: f.get_tensor(k) for k in f.keys()})
+    losses, tensors = runs["peft"]
+    assert len(losses) >= 6 and all(math.isfinite(v) for v in losses)  # 4 steps, evaluations at steps 2 and 4
+    assert runs["scratch"][0] == pytest.approx(losses, rel=1e-5)
+    assert runs["scratch"][1].keys() == tensors.keys()
+    assert any("lora_magnitude_vector" in k for k in tensors)
+    for key, value in tensors.items():
+        assert torch.allclose(runs["scratch"][1][key], value, rtol=1e-4, atol=1e-6), key
