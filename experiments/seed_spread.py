@@ -1,6 +1,6 @@
 """Mean and spread over seeds of a sweep that swept `seed` with other keys, and LoRA minus full per seed.
 
-    python experiments/seed_spread.py RUNS/seeds_sst2 OUT.md [RUNS/other_sweep ...]
+    python experiments/seed_spread.py RUNS/seeds_sst2 OUT.md [RUNS/other_sweep ...] [--plot OUT.png]
 
 Reads the sweep's results.csv (written by `train.py --sweep seed=... --sweep method:learning_rate=...`), groups
 the runs by every swept key except seed, and writes (and prints) a Markdown table of the final headline metric:
@@ -9,14 +9,19 @@ the per-seed difference LoRA - full in points (the seed fixes the data order, th
 dropout masks, so runs with the same seed are paired), with the standard error of its mean and a 95% interval
 (Student's t, n - 1 degrees of freedom). Further sweep folders (LoRA variants at the same seeds)
 join the table under their folder's name and are paired with the first folder's full fine-tuning runs.
+`--plot` also draws those differences: each LoRA setting's per-seed gaps, mean and 95% interval, against the
+headline's target of 1 point.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 import statistics
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # lorakit, for --plot
 
 # Student's t, two-sided 95% (the 0.975 quantile), by degrees of freedom; the normal's 1.960 beyond 30.
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -25,15 +30,23 @@ T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 
          29: 2.045, 30: 2.042}
 
 
+def interval(diffs: list[float]) -> tuple[float, float] | None:
+    """The 95% interval of the mean of per-seed differences (Student's t), None for fewer than two."""
+    if len(diffs) < 2:
+        return None
+    mean = statistics.fmean(diffs)
+    half = T_975.get(len(diffs) - 1, 1.960) * statistics.stdev(diffs) / len(diffs) ** 0.5
+    return mean - half, mean + half
+
+
 def paired_columns(diffs: list[float]) -> str:
     """Mean, sd, standard error and 95% interval of per-seed differences, as Markdown cells."""
     mean = statistics.fmean(diffs)
     if len(diffs) < 2:
         return f"{mean:+.2f} | nan | nan | nan"
     sd = statistics.stdev(diffs)
-    se = sd / len(diffs) ** 0.5
-    half = T_975.get(len(diffs) - 1, 1.960) * se
-    return f"{mean:+.2f} | {sd:.2f} | {se:.2f} | {mean - half:+.1f} to {mean + half:+.1f}"
+    low, high = interval(diffs)
+    return f"{mean:+.2f} | {sd:.2f} | {sd / len(diffs) ** 0.5:.2f} | {low:+.1f} to {high:+.1f}"
 
 
 def read_groups(folder: Path, label: str | None, groups: dict[tuple, dict[str, float]]) -> str:
@@ -56,6 +69,12 @@ def read_groups(folder: Path, label: str | None, groups: dict[tuple, dict[str, f
 
 
 def main(argv: list[str]) -> int:
+    plot = None
+    if "--plot" in argv:
+        at = argv.index("--plot")
+        if at + 1 >= len(argv):
+            raise SystemExit("--plot needs a file name: --plot OUT.png")
+        plot, argv = Path(argv[at + 1]), argv[:at] + argv[at + 2:]
     folder, out, more = Path(argv[0]), Path(argv[1]), [Path(a) for a in argv[2:]]
     groups: dict[tuple, dict[str, float]] = {}
     metric = read_groups(folder, None, groups)
@@ -68,6 +87,9 @@ def main(argv: list[str]) -> int:
         lines.append(f"| {', '.join(f'{k}={x}' for k, x in key)} | {len(v)} | {statistics.fmean(v):.4f} | "
                      f"{statistics.stdev(v) if len(v) > 1 else float('nan'):.4f} | {min(v):.4f} | {max(v):.4f} |")
     full = [g for k, g in groups.items() if ("method", "full") in k]
+    paired: dict[str, list[float]] = {}
+    if plot and len(full) != 1:
+        raise SystemExit(f"--plot draws LoRA - full per seed, but {folder} has {len(full)} full fine-tuning settings")
     if len(full) == 1:
         lines += ["", "| LoRA setting | paired seeds | LoRA - full (pts), mean | sd | s.e. | 95% interval | per seed |",
                   "|---|---:|---:|---:|---:|---|---|"]
@@ -76,11 +98,24 @@ def main(argv: list[str]) -> int:
                 continue
             seeds = sorted(set(by_seed) & set(full[0]), key=int)
             diffs = [100 * (by_seed[s] - full[0][s]) for s in seeds]
-            lines.append(f"| {', '.join(f'{k}={x}' for k, x in key)} | {len(diffs)} | {paired_columns(diffs)} | "
+            setting = ", ".join(f"{k}={x}" for k, x in key)
+            paired[setting] = diffs
+            lines.append(f"| {setting} | {len(diffs)} | {paired_columns(diffs)} | "
                          f"{' '.join(f'{d:+.1f}' for d in diffs)} |")
     text = "\n".join(lines)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
     print(text)
+    if plot:
+        from lorakit.plots import plot_paired_gaps
+
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        # "sweep=rte_dora, use_dora=true" -> "rte_dora: use_dora=true"; the folder's name says what it varied.
+        labels = [re.sub(r"^sweep=([^,]+)(, )?", lambda m: m[1] + (": " if m[2] else ""), k) for k in paired]
+        plot_paired_gaps(labels, list(paired.values()), [interval(d) for d in paired.values()], plot,
+                         title=f"LoRA - full fine-tuning, final {metric}, paired by seed",
+                         xlabel=f"LoRA - full, final {metric} (points)")
+        print(f"wrote {plot}")
     return 0
 
 

@@ -91,3 +91,42 @@ def plot_metric_vs_params(labels: list[str], params: list[int], values: list[flo
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_paired_gaps(labels: list[str], gaps: list[list[float]], intervals: list[tuple[float, float] | None],
+                     path: Path, *, target: float = -1.0, title: str = "", xlabel: str = "") -> None:
+    """One row per setting (top to bottom in the given order): its per-seed gaps as dots, their mean as a diamond
+    with the 95% interval as a line (none for a single seed), and lines at 0 and at `target`.
+
+    The axis spans the per-seed gaps: an interval reaching beyond them (a setting run at two or three seeds) is
+    cut at the edge, marked with an arrowhead, and its ends written beside the mean."""
+    points = [v for values in gaps for v in values] + [0.0, target]
+    left, right = min(points) - 1.5, max(points) + 1.5
+    fig, ax = plt.subplots(figsize=(10, 0.55 * len(labels) + 1.6))
+    ys = list(range(len(labels)))[::-1]
+    for y, values, interval in zip(ys, gaps, intervals):
+        ax.scatter(values, [y] * len(values), s=14, color="tab:gray", alpha=0.6, zorder=2)
+        mean = sum(values) / len(values)
+        note = f"{mean:+.1f} (n={len(values)})"
+        if interval is not None:
+            low, high = max(interval[0], left), min(interval[1], right)
+            ax.plot([low, high], [y, y], color="tab:blue", linewidth=2, zorder=3)
+            for end, edge, marker in ((interval[0], left, "<"), (interval[1], right, ">")):
+                if (end < edge) if marker == "<" else (end > edge):
+                    ax.scatter([edge], [y], marker=marker, s=30, color="tab:blue", zorder=3)
+            if (low, high) != tuple(interval):
+                note += f", interval {interval[0]:+.0f} to {interval[1]:+.0f}"
+        ax.scatter([mean], [y], marker="D", s=40, color="tab:blue", zorder=4)
+        ax.annotate(note, (mean, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=7)
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.axvline(target, color="tab:green", linestyle="--", linewidth=1, label=f"target ({target:+g})")
+    ax.set_xlim(left, right)
+    ax.set_yticks(ys, labels, fontsize=8)
+    ax.set_ylim(-0.7, len(labels) - 0.3)
+    ax.set_xlabel(xlabel or "difference per seed (points)")
+    ax.set_title(title or "paired differences per seed, mean and 95% interval", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -63,3 +63,35 @@ def test_seed_spread_pairs_further_sweeps_with_the_first_ones_full_runs(tmp_path
     # Paired with the first folder's full runs: 84.5 - 84 = +0.5, 84 - 85 = -1 points.
     assert "| sweep=wider, lora_r=16 | 2 | -0.25 | 1.06 | 0.75 | -9.8 to +9.3 | +0.5 -1.0 |" in text
     assert "| method=lora, learning_rate=1e-3 | 2 | -2.50 | 2.12 | 1.50 | -21.6 to +16.6 | -1.0 -4.0 |" in text
+
+
+def test_seed_spread_plots_the_paired_gaps(tmp_path, capsys):
+    (tmp_path / "seeds").mkdir()
+    (tmp_path / "seeds" / "results.csv").write_text(CSV)
+    png = tmp_path / "gaps.png"
+    seed_spread.main([str(tmp_path / "seeds"), str(tmp_path / "spread.md"), "--plot", str(png)])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert f"wrote {png}" in capsys.readouterr().out
+
+
+def test_seed_spread_plot_needs_one_full_setting_and_a_file_name(tmp_path):
+    (tmp_path / "results.csv").write_text(CSV.replace(",full,", ",lora,"))
+    with pytest.raises(SystemExit, match="has 0 full fine-tuning settings"):
+        seed_spread.main([str(tmp_path), str(tmp_path / "spread.md"), "--plot", str(tmp_path / "gaps.png")])
+    assert not (tmp_path / "gaps.png").exists() and not (tmp_path / "spread.md").exists()
+    with pytest.raises(SystemExit, match="--plot needs a file name"):
+        seed_spread.main([str(tmp_path), str(tmp_path / "spread.md"), "--plot"])
+
+
+def test_rte_levers_summary_is_what_the_committed_tables_give(tmp_path):
+    # run.sh's last `rte` line builds experiments/rte_levers/ from the tables collected into experiments/; the
+    # committed summary must be what those tables give now (rerun that line when a sweep's table changes).
+    line = next(ln for ln in (REPO / "experiments" / "run.sh").read_text().replace("\\\n", " ").splitlines()
+                if "experiments/rte_levers/spread.md" in ln)
+    args = line.split("seed_spread.py", 1)[1].split()
+    out, plot = tmp_path / "spread.md", tmp_path / "gaps.png"
+    args = [str(out) if a == "experiments/rte_levers/spread.md" else str(plot) if a.endswith(".png") else
+            str(REPO / a) if a.startswith("experiments/") else a for a in args]
+    seed_spread.main(args)
+    assert out.read_text() == (REPO / "experiments" / "rte_levers" / "spread.md").read_text()
+    assert plot.exists() and (REPO / "experiments" / "rte_levers" / "paired_gaps.png").exists()
