@@ -14,7 +14,7 @@
 #                                     # 2e-4, 5e-4, 1e-3, and 1e-3 with the head at 2e-5); the best of
 #                                     # each at eight seeds; LoRA on q,k,v,o at r=4 at four of them,
 #                                     # LoRA at 40 epochs at eight, LoRA on every linear layer at two,
-#                                     # LoRA+ at eight and four, DoRA at six
+#                                     # LoRA+ at eight and four, DoRA at eight; every lever in one plot
 #   bash experiments/run.sh lr        # LoRA learning rates on CoLA (where 2e-3 learnt nothing)
 #   bash experiments/run.sh sweeps    # rank, target-module and layer sweeps on sst2, and the budget dry run
 #   bash experiments/run.sh timing    # LoRA/full time per training step, interleaved in one process
@@ -161,6 +161,14 @@ long_seeds() {
     python experiments/seed_spread.py "$RUNS/long_seeds_$task" experiments/long_seeds_$task/spread.md \
       --plot experiments/long_seeds_$task/paired_gaps.png
   done
+  # The single `long` runs (session 5) had MRPC at -0.2: LoRA on MRPC with torch's dropout masks, as then. Seed 42
+  # alone first (it reproduces long_mrpc's 0.7990), then 43 and 44: do the kit's FastDropout masks cost LoRA
+  # accuracy?
+  local torch_dropout=(--task mrpc --dataset_name $GLUE "${COMMON[@]}" --learning_rate 1e-3 --num_train_epochs 6)
+  python train.py "${torch_dropout[@]}" --fast_dropout false --output_dir "$RUNS/torch_dropout_mrpc_42"
+  python train.py "${torch_dropout[@]}" --sweep seed=43,44 --sweep fast_dropout=false \
+    --output_dir "$RUNS/torch_dropout_mrpc"
+  collect torch_dropout_mrpc
 }
 
 rte() {
