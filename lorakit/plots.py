@@ -111,9 +111,10 @@ def plot_paired_gaps(labels: list[str], gaps: list[list[float]], intervals: list
         if interval is not None:
             low, high = max(interval[0], left), min(interval[1], right)
             ax.plot([low, high], [y, y], color="tab:blue", linewidth=2, zorder=3)
-            for end, edge, marker in ((interval[0], left, "<"), (interval[1], right, ">")):
-                if (end < edge) if marker == "<" else (end > edge):
-                    ax.scatter([edge], [y], marker=marker, s=30, color="tab:blue", zorder=3)
+            if interval[0] < left:
+                ax.scatter([left], [y], marker="<", s=30, color="tab:blue", zorder=3)
+            if interval[1] > right:
+                ax.scatter([right], [y], marker=">", s=30, color="tab:blue", zorder=3)
             if (low, high) != tuple(interval):
                 note += f", interval {interval[0]:+.0f} to {interval[1]:+.0f}"
         ax.scatter([mean], [y], marker="D", s=40, color="tab:blue", zorder=4)
