@@ -83,15 +83,17 @@ def test_seed_spread_plot_needs_one_full_setting_and_a_file_name(tmp_path):
         seed_spread.main([str(tmp_path), str(tmp_path / "spread.md"), "--plot"])
 
 
-def test_rte_levers_summary_is_what_the_committed_tables_give(tmp_path):
-    # run.sh's last `rte` line builds experiments/rte_levers/ from the tables collected into experiments/; the
-    # committed summary must be what those tables give now (rerun that line when a sweep's table changes).
+@pytest.mark.parametrize("summary", ["rte_levers", "levers_mrpc", "levers_cola"])
+def test_lever_summary_is_what_the_committed_tables_give(tmp_path, summary):
+    # run.sh builds each of these summaries from the tables collected into experiments/; the committed summary
+    # must be what those tables give now (rerun that line when a sweep's table changes).
+    target = f"experiments/{summary}/spread.md"
     line = next(ln for ln in (REPO / "experiments" / "run.sh").read_text().replace("\\\n", " ").splitlines()
-                if "experiments/rte_levers/spread.md" in ln)
+                if target in ln)
     args = line.split("seed_spread.py", 1)[1].split()
     out, plot = tmp_path / "spread.md", tmp_path / "gaps.png"
-    args = [str(out) if a == "experiments/rte_levers/spread.md" else str(plot) if a.endswith(".png") else
+    args = [str(out) if a == target else str(plot) if a.endswith(".png") else
             str(REPO / a) if a.startswith("experiments/") else a for a in args]
     seed_spread.main(args)
-    assert out.read_text() == (REPO / "experiments" / "rte_levers" / "spread.md").read_text()
-    assert plot.exists() and (REPO / "experiments" / "rte_levers" / "paired_gaps.png").exists()
+    assert out.read_text() == (REPO / target).read_text()
+    assert plot.exists() and (REPO / "experiments" / summary / "paired_gaps.png").exists()
