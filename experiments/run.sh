@@ -10,7 +10,8 @@
 #   bash experiments/run.sh long      # LoRA at twice the epochs on every task (the other lever that worked)
 #   bash experiments/run.sh long_seeds  # AG News, MRPC, CoLA: full against LoRA at twice the epochs at three
 #                                     # seeds (SST-2's are in `levers`)
-#   bash experiments/run.sh mrpc_cola # MRPC and CoLA at three seeds: LoRA levers against long_seeds' full runs
+#   bash experiments/run.sh mrpc_cola # MRPC and CoLA at three seeds: LoRA levers against long_seeds' full runs;
+#                                     # the lever that worked (LoRA on the feed-forward layers too) on SST-2
 #   bash experiments/run.sh rte       # RTE at far longer schedules: full 10 epochs (2e-5, 5e-5), LoRA 20 (at
 #                                     # 2e-4, 5e-4, 1e-3, and 1e-3 with the head at 2e-5); the best of
 #                                     # each at eight seeds; LoRA on q,k,v,o at r=4 at four of them,
@@ -212,6 +213,13 @@ mrpc_cola() {
     --lora_r 2 --lora_alpha 4 --lora_layers 0-5 --sweep seed=42,43,44 --sweep lora_target_modules=query+value+dense \
     --output_dir "$RUNS/ffn2_mrpc"
   collect ffn2_mrpc
+  # And on SST-2, where query and value at twice the epochs (4) were already level (`levers`' epochs4_sst2): the
+  # same scope at 4 epochs, paired with `seeds`' full runs.
+  python train.py --task sst2 --dataset_name $GLUE "${COMMON[@]}" --max_train_samples 4000 --learning_rate 1e-3 \
+    --num_train_epochs 4 --lora_r 2 --lora_alpha 4 --lora_layers 0-5 --sweep seed=42,43,44 \
+    --sweep lora_target_modules=query+value+dense --output_dir "$RUNS/ffn2_sst2"
+  collect ffn2_sst2
+  python experiments/seed_spread.py experiments/seeds_sst2 experiments/ffn2_sst2/spread.md experiments/ffn2_sst2
   python experiments/seed_spread.py experiments/long_seeds_mrpc experiments/levers_mrpc/spread.md \
     experiments/scope4_mrpc experiments/scope4_headlr_mrpc experiments/ffn2_mrpc \
     --plot experiments/levers_mrpc/paired_gaps.png
