@@ -204,22 +204,22 @@ mrpc_cola() {
   # the same budget as query+value at r=8 (73,728 LoRA weights + the trained pooler and classifier: 222,338, 0.976%;
   # lora_layers keeps LoRA off the pooler, which stays trained in full). lora_alpha 4 keeps alpha/r at the
   # default's 2, so 1e-3 moves the weights as much as it does at r=8 (the four projections at r=4 had alpha/r 4).
-  python train.py --task cola --dataset_name $GLUE "${COMMON[@]}" --learning_rate 1e-3 --num_train_epochs 6 \
-    --lora_r 2 --lora_alpha 4 --lora_layers 0-5 --sweep seed=42,43,44 --sweep lora_target_modules=query+value+dense \
+  local ffn2=(--learning_rate 1e-3 --lora_r 2 --lora_alpha 4 --lora_layers 0-5 --sweep seed=42,43,44
+              --sweep lora_target_modules=query+value+dense)
+  python train.py --task cola --dataset_name $GLUE "${COMMON[@]}" --num_train_epochs 6 "${ffn2[@]}" \
     --output_dir "$RUNS/ffn2_cola"
   collect ffn2_cola
   # The same scope on MRPC.
-  python train.py --task mrpc --dataset_name $GLUE "${COMMON[@]}" --learning_rate 1e-3 --num_train_epochs 6 \
-    --lora_r 2 --lora_alpha 4 --lora_layers 0-5 --sweep seed=42,43,44 --sweep lora_target_modules=query+value+dense \
+  python train.py --task mrpc --dataset_name $GLUE "${COMMON[@]}" --num_train_epochs 6 "${ffn2[@]}" \
     --output_dir "$RUNS/ffn2_mrpc"
   collect ffn2_mrpc
   # And on SST-2, where query and value at twice the epochs (4) were already level (`levers`' epochs4_sst2): the
   # same scope at 4 epochs, paired with `seeds`' full runs.
-  python train.py --task sst2 --dataset_name $GLUE "${COMMON[@]}" --max_train_samples 4000 --learning_rate 1e-3 \
-    --num_train_epochs 4 --lora_r 2 --lora_alpha 4 --lora_layers 0-5 --sweep seed=42,43,44 \
-    --sweep lora_target_modules=query+value+dense --output_dir "$RUNS/ffn2_sst2"
+  python train.py --task sst2 --dataset_name $GLUE "${COMMON[@]}" --max_train_samples 4000 --num_train_epochs 4 \
+    "${ffn2[@]}" --output_dir "$RUNS/ffn2_sst2"
   collect ffn2_sst2
-  python experiments/seed_spread.py experiments/seeds_sst2 experiments/ffn2_sst2/spread.md experiments/ffn2_sst2
+  python experiments/seed_spread.py experiments/seeds_sst2 experiments/ffn2_sst2/spread.md experiments/ffn2_sst2 \
+    --plot experiments/ffn2_sst2/paired_gaps.png
   python experiments/seed_spread.py experiments/long_seeds_mrpc experiments/levers_mrpc/spread.md \
     experiments/scope4_mrpc experiments/scope4_headlr_mrpc experiments/ffn2_mrpc \
     --plot experiments/levers_mrpc/paired_gaps.png

@@ -83,7 +83,7 @@ def test_seed_spread_plot_needs_one_full_setting_and_a_file_name(tmp_path):
         seed_spread.main([str(tmp_path), str(tmp_path / "spread.md"), "--plot"])
 
 
-@pytest.mark.parametrize("summary", ["rte_levers", "levers_mrpc", "levers_cola"])
+@pytest.mark.parametrize("summary", ["rte_levers", "levers_mrpc", "levers_cola", "ffn2_sst2"])
 def test_lever_summary_is_what_the_committed_tables_give(tmp_path, summary):
     # run.sh builds each of these summaries from the tables collected into experiments/; the committed summary
     # must be what those tables give now (rerun that line when a sweep's table changes).
