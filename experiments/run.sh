@@ -12,15 +12,18 @@
 #                                     # seeds (SST-2's are in `levers`)
 #   bash experiments/run.sh mrpc_cola # MRPC and CoLA at three seeds: LoRA levers against long_seeds' full runs;
 #                                     # the lever that worked (LoRA on the feed-forward layers too) on SST-2
+#                                     # and AG News
 #   bash experiments/run.sh rte       # RTE at far longer schedules: full 10 epochs (2e-5, 5e-5), LoRA 20 (at
 #                                     # 2e-4, 5e-4, 1e-3, and 1e-3 with the head at 2e-5); the best of
 #                                     # each at eight seeds; LoRA on q,k,v,o at r=4 at four of them,
 #                                     # LoRA at 40 epochs at eight, LoRA on every linear layer at two,
-#                                     # LoRA+ at eight and four, DoRA at eight; every lever in one plot
+#                                     # LoRA+ at eight and four, DoRA at eight, the feed-forward
+#                                     # scope at four; every lever in one plot
 #   bash experiments/run.sh lr        # LoRA learning rates on CoLA (where 2e-3 learnt nothing)
 #   bash experiments/run.sh sweeps    # rank, target-module and layer sweeps on sst2, and the budget dry run
 #   bash experiments/run.sh timing    # LoRA/full time per training step, interleaved in one process
-#   bash experiments/run.sh summary   # the LoRA-against-full table and chart over all tasks
+#   bash experiments/run.sh summary   # the LoRA-against-full table and chart over all tasks (one seed), and the
+#                                     # headline table and plot at three or more seeds
 #   bash experiments/run.sh all
 #
 # Run folders (checkpoints, adapters) go to $RUNS (default /tmp/lorakit-runs); each sweep's table and plots are
@@ -42,6 +45,10 @@ COMMON=(--model_name_or_path "$MODEL" --max_seq_length 128 --per_device_train_ba
 # Each method gets its own learning rate (top of its usual range, as the schedules are short). LoRA at 1e-3 was
 # added after the CoLA learning-rate sweep (`lr`, below): chosen on CoLA's validation set, applied to every task.
 LORA_FULL=(--sweep method:learning_rate=lora:2e-3,lora:1e-3,full:5e-5)
+# The feed-forward scope (why: `mrpc_cola`'s comments): LoRA on query, value, the attention output and both
+# feed-forward layers of each block at r=2, alpha 4, the pooler trained in full; query+value at r=8's budget.
+# It goes after a run's --sweep seed=..., so its folders are named seed=N,lora_target_modules=query+value+dense.
+FFN2=(--lora_r 2 --lora_alpha 4 --lora_layers 0-5 --sweep lora_target_modules=query+value+dense)
 
 collect() {
   mkdir -p "experiments/$1"
@@ -204,8 +211,7 @@ mrpc_cola() {
   # the same budget as query+value at r=8 (73,728 LoRA weights + the trained pooler and classifier: 222,338, 0.976%;
   # lora_layers keeps LoRA off the pooler, which stays trained in full). lora_alpha 4 keeps alpha/r at the
   # default's 2, so 1e-3 moves the weights as much as it does at r=8 (the four projections at r=4 had alpha/r 4).
-  local ffn2=(--learning_rate 1e-3 --lora_r 2 --lora_alpha 4 --lora_layers 0-5 --sweep seed=42,43,44
-              --sweep lora_target_modules=query+value+dense)
+  local ffn2=(--learning_rate 1e-3 --sweep seed=42,43,44 "${FFN2[@]}")
   python train.py --task cola --dataset_name $GLUE "${COMMON[@]}" --num_train_epochs 6 "${ffn2[@]}" \
     --output_dir "$RUNS/ffn2_cola"
   collect ffn2_cola
@@ -220,6 +226,12 @@ mrpc_cola() {
   collect ffn2_sst2
   python experiments/seed_spread.py experiments/seeds_sst2 experiments/ffn2_sst2/spread.md experiments/ffn2_sst2 \
     --plot experiments/ffn2_sst2/paired_gaps.png
+  # And on AG News, at long_seeds' LoRA schedule (4 epochs, 1,000 test rows scored), paired with its full runs.
+  python train.py --task agnews --dataset_name ../shared/data/ag_news "${COMMON[@]}" --max_eval_samples 1000 \
+    --num_train_epochs 4 "${ffn2[@]}" --output_dir "$RUNS/ffn2_agnews"
+  collect ffn2_agnews
+  python experiments/seed_spread.py experiments/long_seeds_agnews experiments/ffn2_agnews/spread.md \
+    experiments/ffn2_agnews --plot experiments/ffn2_agnews/paired_gaps.png
   python experiments/seed_spread.py experiments/long_seeds_mrpc experiments/levers_mrpc/spread.md \
     experiments/scope4_mrpc experiments/scope4_headlr_mrpc experiments/ffn2_mrpc \
     --plot experiments/levers_mrpc/paired_gaps.png
@@ -292,11 +304,17 @@ rte() {
     --sweep seed=42,43,44,45,46,47,48,49 --sweep use_dora=true --output_dir "$RUNS/rte_dora"
   collect rte_dora
   python experiments/seed_spread.py "$RUNS/rte_seeds" experiments/rte_dora/spread.md "$RUNS/rte_dora"
+  # The feed-forward scope (FFN2, which closed MRPC's and CoLA's gaps) at rte_seeds' LoRA schedule, 5e-4 x 20,
+  # paired with rte_seeds' full runs at their first four seeds.
+  python train.py --task rte --dataset_name $GLUE "${COMMON[@]}" --num_train_epochs 20 --learning_rate 5e-4 \
+    --sweep seed=42,43,44,45 "${FFN2[@]}" --output_dir "$RUNS/rte_ffn2"
+  collect rte_ffn2
+  python experiments/seed_spread.py "$RUNS/rte_seeds" experiments/rte_ffn2/spread.md "$RUNS/rte_ffn2"
   # Every RTE lever above against full fine-tuning in one table and one plot, from the tables collected into
   # experiments/ (so this line also runs without the run folders).
   python experiments/seed_spread.py experiments/rte_seeds experiments/rte_levers/spread.md experiments/rte_scope4 \
     experiments/rte_lora40 experiments/rte_linear experiments/rte_loraplus experiments/rte_loraplus4 \
-    experiments/rte_dora --plot experiments/rte_levers/paired_gaps.png
+    experiments/rte_dora experiments/rte_ffn2 --plot experiments/rte_levers/paired_gaps.png
 }
 
 lr() {
@@ -324,7 +342,10 @@ sweeps() {
 }
 
 timing() {
-  python experiments/step_time.py --steps 20 --batch 16 --tokens 64 2>&1 | tail -2 > experiments/step_time.txt
+  # The recipe's LoRA (query, value at r=8) and the feed-forward scope (FFN2's flags) against full fine-tuning.
+  python experiments/step_time.py --steps 20 --batch 16 --tokens 64 --lora "" \
+    --lora "--lora_target_modules query+value+dense --lora_r 2 --lora_alpha 4 --lora_layers 0-5" \
+    > experiments/step_time.txt
 }
 
 summary() {
@@ -333,6 +354,8 @@ summary() {
     --column long="LoRA final, twice the epochs" \
     "$RUNS" experiments/lora_vs_full sst2 cola mrpc rte agnews
   python experiments/compare_tasks.py --lora_lr 2e-3 "$RUNS" experiments/lora_vs_full_lr2e-3 sst2 cola mrpc rte agnews
+  # The headline at three or more seeds per task, both LoRA scopes, from the summaries above (experiments/ only).
+  python experiments/headline.py experiments/headline
 }
 
 case "${1:-all}" in

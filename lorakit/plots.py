@@ -94,9 +94,11 @@ def plot_metric_vs_params(labels: list[str], params: list[int], values: list[flo
 
 
 def plot_paired_gaps(labels: list[str], gaps: list[list[float]], intervals: list[tuple[float, float] | None],
-                     path: Path, *, target: float = -1.0, title: str = "", xlabel: str = "") -> None:
+                     path: Path, *, target: float = -1.0, title: str = "", xlabel: str = "",
+                     means: list[float] | None = None) -> None:
     """One row per setting (top to bottom in the given order): its per-seed gaps as dots, their mean as a diamond
-    with the 95% interval as a line (none for a single seed), and lines at 0 and at `target`.
+    with the 95% interval as a line (none for a single seed), and lines at 0 and at `target`. `means` gives the
+    means when the gaps are rounded (read back from a table), so the diamond sits at the exact one.
 
     The axis spans the per-seed gaps: an interval reaching beyond them (a setting run at two or three seeds) is
     cut at the edge, marked with an arrowhead, and its ends written beside the mean."""
@@ -104,9 +106,9 @@ def plot_paired_gaps(labels: list[str], gaps: list[list[float]], intervals: list
     left, right = min(points) - 1.5, max(points) + 1.5
     fig, ax = plt.subplots(figsize=(10, 0.55 * len(labels) + 1.6))
     ys = list(range(len(labels)))[::-1]
-    for y, values, interval in zip(ys, gaps, intervals):
+    for i, (y, values, interval) in enumerate(zip(ys, gaps, intervals)):
         ax.scatter(values, [y] * len(values), s=14, color="tab:gray", alpha=0.6, zorder=2)
-        mean = sum(values) / len(values)
+        mean = means[i] if means is not None else sum(values) / len(values)
         note = f"{mean:+.1f} (n={len(values)})"
         if interval is not None:
             low, high = max(interval[0], left), min(interval[1], right)

@@ -14,7 +14,7 @@ from . import data as data_lib
 from . import allocator, hardware, modeling, report
 from .errors import UsageError
 from .fileio import check_output_dir, staged_folder, write_json_atomic
-from .recipe import Resolved
+from .recipe import Recipe, Resolved
 
 log = logging.getLogger("lorakit")
 
@@ -113,6 +113,29 @@ def prepare(resolved: Resolved, *, load_weights: bool = True):
     return task_data, config, model, params
 
 
+def prepare_step(model: torch.nn.Module, recipe: Recipe, half: torch.dtype | None, device_type: str, *,
+                 sharded: bool = False) -> list[str]:
+    """What training does to the built model for a faster step (also what experiments/step_time.py times):
+    frozen linear weights stored in the half dtype under LoRA, and on CPU the kit's dropout and attention.
+    Returns the log lines saying what changed."""
+    lines = []
+    # Sharding engines want one dtype per flat parameter group; quantised layers are not nn.Linear anyway.
+    if half is not None and recipe.method == "lora" and not sharded:
+        stored = modeling.store_frozen_linears(model, half)
+        lines.append(f"frozen linear layers kept in {half} (autocast would cast them at every step): {stored}")
+    if recipe.fast_dropout and device_type == "cpu":
+        from .attention import MATH_KERNEL_MAX_TOKENS, use_cpu_attention
+        from .dropout import use_fast_dropout
+
+        swapped = use_fast_dropout(model)
+        lines.append(f"dropout layers drawing their masks four elements per random word (CPU; fast_dropout): {swapped}")
+        if use_cpu_attention(model):
+            lines.append("attention: SDPA with the probabilities' dropout drawn the same way, and SDPA's math kernel "
+                         f"without dropout on rows up to {MATH_KERNEL_MAX_TOKENS} tokens (CPU training; "
+                         "lorakit/attention.py)")
+    return lines
+
+
 def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
     """Train one recipe and save the adapter folder; returns its metrics (None for a dry run).
 
@@ -156,21 +179,8 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
         return None
 
     half = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
-    # Sharding engines want one dtype per flat parameter group; quantised layers are not nn.Linear anyway.
-    if half is not None and recipe.method == "lora" and not (args.fsdp or args.deepspeed):
-        stored = modeling.store_frozen_linears(model, half)
-        log.info("frozen linear layers kept in %s (autocast would cast them at every step): %d", half, stored)
-    if recipe.fast_dropout and args.device.type == "cpu":
-        from .dropout import use_fast_dropout
-
-        swapped = use_fast_dropout(model)
-        log.info("dropout layers drawing their masks four elements per random word (CPU; fast_dropout): %d", swapped)
-        from .attention import MATH_KERNEL_MAX_TOKENS, use_cpu_attention
-
-        if use_cpu_attention(model):
-            log.info("attention: SDPA with the probabilities' dropout drawn the same way, and SDPA's math kernel "
-                     "without dropout on rows up to %d tokens (CPU training; lorakit/attention.py)",
-                     MATH_KERNEL_MAX_TOKENS)
+    for line in prepare_step(model, recipe, half, args.device.type, sharded=bool(args.fsdp or args.deepspeed)):
+        log.info(line)
 
     tokenizer = modeling.load_tokenizer(recipe)
     with args.main_process_first(desc="tokenising"):

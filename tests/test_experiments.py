@@ -6,10 +6,11 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_script
 
 sys.path.insert(0, str(REPO / "experiments"))
 import compare_tasks  # noqa: E402
+import headline  # noqa: E402
 import seed_spread  # noqa: E402
 
 CSV = """setting,seed,method,learning_rate,status,trainable_params,best_eval_accuracy,eval_accuracy
@@ -83,7 +84,7 @@ def test_seed_spread_plot_needs_one_full_setting_and_a_file_name(tmp_path):
         seed_spread.main([str(tmp_path), str(tmp_path / "spread.md"), "--plot"])
 
 
-@pytest.mark.parametrize("summary", ["rte_levers", "levers_mrpc", "levers_cola", "ffn2_sst2"])
+@pytest.mark.parametrize("summary", ["rte_levers", "levers_mrpc", "levers_cola", "ffn2_sst2", "ffn2_agnews"])
 def test_lever_summary_is_what_the_committed_tables_give(tmp_path, summary):
     # run.sh builds each of these summaries from the tables collected into experiments/; the committed summary
     # must be what those tables give now (rerun that line when a sweep's table changes).
@@ -97,3 +98,44 @@ def test_lever_summary_is_what_the_committed_tables_give(tmp_path, summary):
     seed_spread.main(args)
     assert out.read_text() == (REPO / target).read_text()
     assert plot.exists() and (REPO / "experiments" / summary / "paired_gaps.png").exists()
+
+
+def test_step_time_times_each_lora_setting_against_full():
+    # Two LoRA settings within one budget: the recipe's (query, value at r=8) and the feed-forward scope at r=2.
+    ffn2 = "--lora_target_modules query+value+dense --lora_r 2 --lora_alpha 4 --lora_layers 0-5"
+    proc = run_script("experiments/step_time.py", "--steps", "1", "--batch", "2", "--tokens", "8",
+                      "--lora", "", "--lora", ffn2, env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 4, proc.stdout
+    assert lines[1].startswith("median step: full ") and "(22,713,986 trainable)" in lines[1]
+    assert lines[2].endswith("[recipe default]") and "(222,338 trainable)" in lines[2]
+    assert lines[3].endswith(f"[{ffn2}]") and "(222,338 trainable)" in lines[3]
+
+
+def test_step_time_refuses_a_bad_setting_before_loading_a_model():
+    proc = run_script("experiments/step_time.py", "--lora", "--lora_r x")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: --lora '--lora_r x': lora_r should be int but the value passed is 'x'; "
+        "fix it in the recipe or pass --lora_r with a valid value"]
+
+
+def test_headline_is_what_the_committed_summaries_give(tmp_path):
+    # The headline table is read off the committed spread.md files; README shows it as committed.
+    headline.main([str(tmp_path)])
+    committed = (REPO / "experiments" / "headline" / "headline.md").read_text()
+    assert (tmp_path / "headline.md").read_text() == committed
+    assert (tmp_path / "headline.png").exists()
+    assert committed in (REPO / "README.md").read_text()
+    rows = committed.splitlines()[2:]
+    assert [r.split(" | ")[0].lstrip("| ") for r in rows] == ["SST-2", "CoLA", "MRPC", "RTE", "AG News"]
+
+
+def test_headline_names_the_summary_that_lacks_a_row(tmp_path, monkeypatch):
+    monkeypatch.setitem(headline.SOURCES, "SST-2", ("accuracy", "levers_sst2",
+                                                    {"qv": ("levers_sst2", "sweep=nowhere"),
+                                                     "ffn2": ("ffn2_sst2", "sweep=ffn2_sst2,")}))
+    with pytest.raises(SystemExit, match=r"levers_sst2/spread.md: 0 rows start with 'sweep=nowhere'"):
+        headline.main([str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
