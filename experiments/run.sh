@@ -309,7 +309,7 @@ rte() {
   python train.py --task rte --dataset_name $GLUE "${COMMON[@]}" --num_train_epochs 20 --learning_rate 5e-4 \
     --sweep seed=42,43,44,45 "${FFN2[@]}" --output_dir "$RUNS/rte_ffn2"
   collect rte_ffn2
-  python experiments/seed_spread.py "$RUNS/rte_seeds" experiments/rte_ffn2/spread.md "$RUNS/rte_ffn2"
+  python experiments/seed_spread.py experiments/rte_seeds experiments/rte_ffn2/spread.md experiments/rte_ffn2
   # Every RTE lever above against full fine-tuning in one table and one plot, from the tables collected into
   # experiments/ (so this line also runs without the run folders).
   python experiments/seed_spread.py experiments/rte_seeds experiments/rte_levers/spread.md experiments/rte_scope4 \
@@ -354,7 +354,8 @@ summary() {
     --column long="LoRA final, twice the epochs" \
     "$RUNS" experiments/lora_vs_full sst2 cola mrpc rte agnews
   python experiments/compare_tasks.py --lora_lr 2e-3 "$RUNS" experiments/lora_vs_full_lr2e-3 sst2 cola mrpc rte agnews
-  # The headline at three or more seeds per task, both LoRA scopes, from the summaries above (experiments/ only).
+  # The headline at three or more seeds per task, both LoRA scopes, read from the per-task summaries in
+  # experiments/ (so this line runs without the run folders).
   python experiments/headline.py experiments/headline
 }
 
