@@ -55,7 +55,8 @@ def find(rows: list[list[str]], prefix: str, path: Path) -> list[str]:
     return hits[0]
 
 
-def interval(cell: str) -> tuple[float, float] | None:
+def parse_interval(cell: str) -> tuple[float, float] | None:
+    """seed_spread.py's interval cell (e.g. `-4.7 to +5.5`) as two numbers; None for its `nan`."""
     match = re.fullmatch(r"([+-][\d.]+) to ([+-][\d.]+)", cell)
     return (float(match[1]), float(match[2])) if match else None
 
@@ -82,7 +83,7 @@ def main(argv: list[str]) -> int:
             met.append(f"{name.split(' ', 1)[1]}: {'yes' if mean >= -1.0 else 'no'}")
             labels.append(f"{task}: {name}")
             gaps.append([float(v) for v in row[6].split()])
-            intervals.append(interval(ci))
+            intervals.append(parse_interval(ci))
             means.append(mean)
         lines.append(f"| {task} | {metric} | {full[1]}: {float(full[2]):.4f} | {' | '.join(cells)} | "
                      f"{'; '.join(met)} |")
