@@ -19,7 +19,7 @@ import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from lorakit import inference, textio  # noqa: E402
+from lorakit import inference, predictions, textio  # noqa: E402
 from lorakit.errors import ArgumentParser, UsageError, run_cli  # noqa: E402
 
 PROGRESS_FROM = 1000  # rows; fewer finish before a bar would tell anyone anything
@@ -102,7 +102,7 @@ def main(argv: list[str]) -> int:
             if args.json:
                 line = json.dumps(prediction.as_record(top_k), ensure_ascii=False)
             else:
-                line = textio.format_line(prediction, top_k)
+                line = predictions.format_line(prediction, top_k)
             sys.stdout.write(line + "\n")
             count += 1
     sys.stdout.flush()

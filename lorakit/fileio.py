@@ -10,9 +10,10 @@ import tempfile
 from pathlib import Path
 
 from .errors import UsageError
+from .runfolder import ADAPTER_FILES, METRICS_FILE, MODEL_FILES, RECIPE_FILE
 
 # Files whose presence means a folder holds a run (ours, or an adapter someone saved).
-RUN_MARKERS = ("adapter_config.json", "metrics.json", "recipe.yaml", "config.json")
+RUN_MARKERS = (ADAPTER_FILES[0], METRICS_FILE, RECIPE_FILE, MODEL_FILES[0])
 
 
 def holds_run(folder: Path) -> bool:

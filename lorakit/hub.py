@@ -21,19 +21,13 @@ from pathlib import Path
 import yaml
 
 from .errors import UsageError
+from .runfolder import (ADAPTER_FILES, CARD_FILE, CURVE_FILE, LABELS_FILE, METRICS_FILE, MODEL_FILES, RECIPE_FILE,
+                        TOKENIZER_FILE, is_local_path)
 
-CARD_FILE = "README.md"
-RUN_FILES = ("labels.json", "recipe.yaml", "metrics.json")
-OPTIONAL_FILES = ("learning_curve.png",)
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-MODEL_FILES = ("config.json", "model.safetensors")
+RUN_FILES = (LABELS_FILE, RECIPE_FILE, METRICS_FILE)
+OPTIONAL_FILES = (CURVE_FILE,)
 METRIC_NAMES = {"accuracy": "Accuracy", "f1": "F1", "f1_macro": "F1 (macro)",
                 "matthews_correlation": "Matthews correlation"}
-
-
-def is_local(name: str | None) -> bool:
-    """A path on this machine, not a Hub id: it cannot go in a card's metadata."""
-    return bool(name) and (name.startswith((".", "/", "~")) or Path(name).expanduser().exists())
 
 
 @dataclass
@@ -59,15 +53,15 @@ def read_run(folder: Path) -> Run:
     if not folder.is_dir():
         raise UsageError(f"output folder {str(folder)!r} not found; pass the --output_dir of a finished train.py run")
     is_adapter = (folder / ADAPTER_FILES[0]).exists()
-    needed = (ADAPTER_FILES if is_adapter else MODEL_FILES) + RUN_FILES + ("tokenizer_config.json",)
+    needed = (ADAPTER_FILES if is_adapter else MODEL_FILES) + RUN_FILES + (TOKENIZER_FILE,)
     missing = [name for name in needed if not (folder / name).is_file()]
     if missing:
         raise UsageError(f"{str(folder)!r} is not a finished run of train.py (missing {', '.join(missing)}); "
                          "pass the --output_dir of a run that completed")
     try:
-        recipe = yaml.safe_load((folder / "recipe.yaml").read_text(encoding="utf-8")) or {}
-        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-        labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
+        recipe = yaml.safe_load((folder / RECIPE_FILE).read_text(encoding="utf-8")) or {}
+        metrics = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
+        labels = json.loads((folder / LABELS_FILE).read_text(encoding="utf-8"))
     except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UsageError(f"a file of run {str(folder)!r} is damaged ({str(err).splitlines()[0]}); "
                          "train again or restore it") from None
@@ -84,7 +78,7 @@ def build_card(run: Run, repo_id: str, *, base_model: str | None = None, dataset
     recipe, metrics = run.recipe, run.metrics
     base = base_model or run.base_model
     data_name = dataset or recipe.get("dataset_name") or recipe.get("train_file") or "custom"
-    data_id = None if is_local(data_name) or data_name == "custom" else data_name
+    data_id = None if is_local_path(data_name) or data_name == "custom" else data_name
     config_name = recipe.get("dataset_config_name")
     results = [EvalResult(task_type="text-classification", task_name="Text Classification",
                           dataset_type=data_id or Path(str(data_name)).name,
@@ -96,7 +90,7 @@ def build_card(run: Run, repo_id: str, *, base_model: str | None = None, dataset
         else [recipe.get("method", "full")]
     data = ModelCardData(
         library_name="peft" if run.is_adapter else "transformers",
-        base_model=None if is_local(base) else base,
+        base_model=None if is_local_path(base) else base,
         pipeline_tag="text-classification",
         datasets=[data_id] if data_id else None,
         tags=["lorakit", "text-classification", *method_tags, *filter(None, [recipe.get("task_name")])],
@@ -116,7 +110,7 @@ def _prose(run: Run, repo_id: str, base: str, data_name: str, results) -> str:
     columns = labels.get("text_columns", [])
     pair = len(columns) == 2
     max_len = labels.get("max_seq_length", recipe.get("max_seq_length", 512))
-    what = (f"a LoRA adapter for [{base}](https://huggingface.co/{base})" if run.is_adapter and not is_local(base)
+    what = (f"a LoRA adapter for [{base}](https://huggingface.co/{base})" if run.is_adapter and not is_local_path(base)
             else f"a LoRA adapter for `{base}`" if run.is_adapter else f"`{base}` fine-tuned in full")
     lines = [f"# {repo_id.split('/')[-1]}", "",
              f"This is {what}: a text classifier ({recipe.get('task_name') or 'custom task'}) trained on "
@@ -223,7 +217,7 @@ def _check_no_token(folder: Path) -> None:
 
 
 def _warn_local_base(run: Run, base_model: str | None) -> None:
-    if run.is_adapter and not base_model and is_local(run.base_model):
+    if run.is_adapter and not base_model and is_local_path(run.base_model):
         print(f"warning: the adapter's base model is the local folder {run.base_model!r}, which Hub users cannot "
               "load; pass --base_model with its Hub id (the card omits base_model until then)", file=sys.stderr)
 

@@ -16,7 +16,6 @@ batch to the batch's longest row, so a batch of short texts costs little.
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -27,13 +26,10 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from .errors import UsageError
+from .predictions import Prediction, from_logits
+from .runfolder import (ADAPTER_FILES, LABELS_FILE, METRICS_FILE, MODEL_FILES, RECIPE_FILE, TOKENIZER_FILE,
+                        LabelInfo, config_labels, read_json, read_labels, write_labels)
 from .textio import Row, check_rows
-
-LABELS_FILE = "labels.json"
-RECIPE_FILE = "recipe.yaml"
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-MODEL_FILES = ("config.json", "model.safetensors")
-TOKENIZER_FILE = "tokenizer_config.json"
 # What an adapter needs from a Hub repo: configs, weights, tokenizer files, recipe. Not the card or plots.
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.yaml"]
 DEFAULT_RUNS = Path("outputs")  # where train.py saves unless told otherwise
@@ -49,13 +45,13 @@ _NOT_PLAIN_LORA = ("use_dora", "use_rslora", "lora_bias", "fan_in_fan_out", "ran
 
 def latest_run(root: Path = DEFAULT_RUNS) -> Path:
     """The most recently finished run under `root` (a folder with metrics.json beside adapter or model files)."""
-    runs = [m.parent for m in root.glob("**/metrics.json")
+    runs = [m.parent for m in root.glob(f"**/{METRICS_FILE}")
             if "checkpoint-" not in str(m.parent) and ((m.parent / ADAPTER_FILES[0]).exists()
                                                       or (m.parent / MODEL_FILES[0]).exists())]
     if not runs:
         raise UsageError(f"no --adapter given and no trained run under {str(root)!r}; pass --adapter with an "
                          "output folder of train.py or a Hub repo id, or train one: python train.py --task sst2")
-    return max(runs, key=lambda p: (p / "metrics.json").stat().st_mtime)
+    return max(runs, key=lambda p: (p / METRICS_FILE).stat().st_mtime)
 
 
 def resolve_adapter(adapter: str | None) -> Path:
@@ -106,17 +102,6 @@ class ModelFolder:
         return len(self.text_columns) == 2
 
 
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UsageError(f"{what} {str(path)!r} is not valid JSON ({err}); restore it from the run that made "
-                         "the folder") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{what} {str(path)!r} should hold a JSON object; restore it from the run that made it")
-    return data
-
-
 def read_folder(path: Path, base_model: str | None = None) -> ModelFolder:
     """Check that `path` holds a complete adapter (or model) folder and read its settings; `base_model`
     overrides the backbone the adapter names. Raises UsageError naming any missing file."""
@@ -131,23 +116,20 @@ def read_folder(path: Path, base_model: str | None = None) -> ModelFolder:
             if "model.safetensors" in missing and any(path.glob("*.bin")) else ""
         raise UsageError(f"folder {str(path)!r} is missing {', '.join(missing)}{pickled}; pass a complete output "
                          "folder of train.py (copy all of its files) or a Hub repo id")
-    labels = _read_json(path / LABELS_FILE, "labels file") if (path / LABELS_FILE).exists() else {}
-    names = labels.get("label_names")
-    if is_adapter and (not isinstance(names, list) or len(names) < 2):
-        raise UsageError(f"labels file {str(path / LABELS_FILE)!r} should list at least two label_names; "
-                         "restore it from the run that made the adapter")
+    labels = read_labels(path, required=False)
     recipe = {}
     if (path / RECIPE_FILE).exists():
         import yaml
 
         recipe = yaml.safe_load((path / RECIPE_FILE).read_text(encoding="utf-8")) or {}
-    adapter_config = _read_json(path / ADAPTER_FILES[0], "adapter config") if is_adapter else {}
+    adapter_config = read_json(path / ADAPTER_FILES[0], "adapter config") if is_adapter else {}
     base = base_model or adapter_config.get("base_model_name_or_path")
     if is_adapter and not base:
         raise UsageError(f"adapter config in {str(path)!r} names no base_model_name_or_path; pass --base_model")
-    return ModelFolder(path=path, label_names=[str(n) for n in names] if names else None,
-                       text_columns=list(labels.get("text_columns") or ["text"]),
-                       max_seq_length=labels.get("max_seq_length"), base_model=base if is_adapter else None,
+    return ModelFolder(path=path, label_names=labels.label_names if labels else None,
+                       text_columns=labels.text_columns if labels else ["text"],
+                       max_seq_length=labels.max_seq_length if labels else None,
+                       base_model=base if is_adapter else None,
                        adapter_config=adapter_config, lora_impl=recipe.get("lora_impl", "peft"),
                        from_kit=bool(recipe),
                        quantized_bits=4 if recipe.get("load_in_4bit") else 8 if recipe.get("load_in_8bit") else None)
@@ -194,9 +176,7 @@ def _load_base(name: str, label_names: list[str], folder: Path, quantized_bits: 
 
         kwargs = quantized_load_kwargs(quantized_bits)
     try:
-        config = AutoConfig.from_pretrained(
-            name, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
-            label2id={n: i for i, n in enumerate(label_names)}, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(name, **config_labels(label_names), trust_remote_code=False)
         model, info = AutoModelForSequenceClassification.from_pretrained(
             name, config=config, dtype=torch.float32, use_safetensors=True, trust_remote_code=False,
             output_loading_info=True, **kwargs)
@@ -346,36 +326,6 @@ def resolve_dtype(precision: str) -> torch.dtype:
 # ---------------------------------------------------------------------------------------------------------------
 # Predicting
 
-@dataclass
-class Prediction:
-    """The predicted label and its probability, and every label's probability in label order."""
-
-    text: str
-    label: str
-    score: float
-    scores: dict[str, float]
-    text_pair: str | None = None
-    line: int | None = None
-    truncated: bool = False
-
-    def top(self, k: int) -> list[tuple[str, float]]:
-        return sorted(self.scores.items(), key=lambda kv: -kv[1])[:k]
-
-    def as_record(self, top_k: int | None = None) -> dict:
-        """A JSON-able dict: text(, text_pair), label, score, scores(, top_k)(, line)(, truncated)."""
-        record = {"text": self.text}
-        if self.text_pair is not None:
-            record["text_pair"] = self.text_pair
-        record.update(label=self.label, score=self.score, scores=self.scores)
-        if top_k:
-            record["top_k"] = [{"label": label, "score": score} for label, score in self.top(top_k)]
-        if self.line is not None:
-            record["line"] = self.line
-        if self.truncated:
-            record["truncated"] = True
-        return record
-
-
 class Classifier:
     """A text classifier ready to predict: load once with `Classifier.load`, then `predict` or `predict_stream`."""
 
@@ -447,31 +397,24 @@ class Classifier:
         return batch
 
     @torch.inference_mode()
-    def _probabilities(self, rows: Sequence[Row]) -> tuple[torch.Tensor, list[bool]]:
+    def _logits(self, rows: Sequence[Row]) -> tuple[torch.Tensor, list[bool]]:
         enc, cut = self._encode(rows)
         lengths = [len(ids) for ids in enc["input_ids"]]
         order = sorted(range(len(rows)), key=lengths.__getitem__)
-        probs = torch.empty(len(rows), len(self.label_names))
+        out = torch.empty(len(rows), len(self.label_names))
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
-            logits = self.model(**self._pad(enc, chunk)).logits
-            probs[chunk] = torch.softmax(logits.float(), dim=-1).cpu()
-        return probs, cut
+            out[chunk] = self.model(**self._pad(enc, chunk)).logits.float().cpu()
+        return out, cut
 
     def predict_rows(self, rows: Sequence[Row]) -> list[Prediction]:
         """Predictions for `rows`, in their order. Raises UsageError for an empty text or the wrong arity."""
         if not rows:
             return []
         check_rows(rows, pair=self.is_pair, source=self.source)
-        probs, cut = self._probabilities(rows)
+        logits, cut = self._logits(rows)
         self.truncated += sum(cut)
-        out = []
-        for row, p, was_cut in zip(rows, probs.tolist(), cut):
-            best = max(range(len(p)), key=p.__getitem__)
-            out.append(Prediction(text=row.text, text_pair=row.pair, line=row.line, truncated=was_cut,
-                                  label=self.label_names[best], score=p[best],
-                                  scores=dict(zip(self.label_names, p))))
-        return out
+        return from_logits(rows, logits.numpy(), self.label_names, cut)
 
     def predict(self, texts: str | Sequence[str], pairs: Sequence[str] | None = None) -> list[Prediction]:
         """Predictions for one text or many (and their second sentences for a pair adapter), in input order."""
@@ -513,7 +456,6 @@ def export_merged(adapter: str | None, dest: Path, *, base_model: str | None = N
     with staged_folder(dest, last=MODEL_FILES[0]) as stage, quiet_transformers():
         classifier.model.save_pretrained(stage)
         classifier.tokenizer.save_pretrained(stage)
-        (stage / LABELS_FILE).write_text(json.dumps({"label_names": classifier.label_names,
-                                                     "text_columns": classifier.text_columns,
-                                                     "max_seq_length": classifier.max_length}, indent=2))
+        write_labels(stage, LabelInfo(label_names=classifier.label_names, text_columns=classifier.text_columns,
+                                      max_seq_length=classifier.max_length))
     return dest

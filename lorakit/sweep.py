@@ -48,6 +48,7 @@ from . import modeling, plots, training
 from .errors import UsageError
 from .fileio import holds_run, write_json_atomic
 from .modeling import ParamReport
+from .runfolder import LOG_FILE, METRICS_FILE, RECIPE_FILE
 from .recipe import RECIPE_KEYS, Recipe, Resolved, closest, coerce, training_argument_fields, training_type, \
     validate
 
@@ -239,7 +240,7 @@ def _recorded(folder: Path, state: dict) -> dict | None:
     """What a folder was trained with: the sweep's record, else the run's own recipe.yaml, else None."""
     if folder.name in state.get("runs", {}):
         return state["runs"][folder.name]["recipe"]
-    recipe_file = folder / training.RECIPE_FILE
+    recipe_file = folder / RECIPE_FILE
     if recipe_file.is_file():
         data = json.loads(json.dumps(yaml.safe_load(recipe_file.read_text()), default=str))
         return {k: v for k, v in data.items() if k not in _NOT_COMPARED}
@@ -267,7 +268,7 @@ def _decide(setting: Setting, state: dict, overwrite: bool) -> None:
                              "flags, or add --overwrite_output_dir to retrain it")
         setting.status = "retrain"
         return
-    if (folder / training.METRICS_FILE).is_file():
+    if (folder / METRICS_FILE).is_file():
         setting.status = "reuse"
         return
     setting.status = "resume" if training.last_complete_checkpoint(folder) else "train"
@@ -412,7 +413,7 @@ def result_rows(settings: list[Setting], axes: list[Axis], root: Path, recipe: R
         row.update({"status": setting.status, "trainable_params": setting.params.trainable,
                     "total_params": setting.params.total,
                     "trainable_percent": round(setting.params.percent, 4)})
-        metrics_file = setting.folder / training.METRICS_FILE
+        metrics_file = setting.folder / METRICS_FILE
         if metrics_file.is_file():
             metrics = json.loads(metrics_file.read_text())
             row["trainable_params"] = metrics["trainable_params"]
@@ -479,7 +480,7 @@ def _plot(settings: list[Setting], axes: list[Axis], rows: list[dict], root: Pat
     model = "/".join(Path(recipe.model_name_or_path).parts[-2:])  # a Hub id, or a local folder and its parent
     curves = []
     for setting in settings:
-        history_file = setting.folder / training.LOG_FILE
+        history_file = setting.folder / LOG_FILE
         if not history_file.is_file():
             continue
         history = json.loads(history_file.read_text())

@@ -9,12 +9,9 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Iterator, Sequence
+from typing import IO, Iterator, Sequence
 
 from .errors import UsageError
-
-if TYPE_CHECKING:
-    from .inference import Prediction
 
 
 @dataclass
@@ -190,10 +187,3 @@ def stdin_rows(pair: bool, bad: BadLines) -> Iterator[Row]:
     """Plain lines from standard input (a tab between the sentences of a pair), streamed."""
     stream = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else io.BytesIO(sys.stdin.read().encode())
     return read_rows(stream, "standard input", "text", pair=pair, columns=None, default_columns=[], bad=bad)
-
-
-def format_line(prediction: Prediction, top_k: int | None) -> str:
-    """label<TAB>score (top_k pairs of them with --top_k), then the text: one line per prediction."""
-    best = prediction.top(top_k) if top_k else [(prediction.label, prediction.score)]
-    text = prediction.text if prediction.text_pair is None else f"{prediction.text}\t{prediction.text_pair}"
-    return "\t".join([*(f"{label}\t{score:.4f}" for label, score in best), text])

@@ -15,6 +15,7 @@ from . import allocator, hardware, modeling, report
 from .errors import UsageError
 from .fileio import check_output_dir, staged_folder, write_json_atomic
 from .recipe import Recipe, Resolved
+from .runfolder import CURVE_FILE, LOG_FILE, METRICS_FILE, RECIPE_FILE, LabelInfo, write_labels
 
 log = logging.getLogger("lorakit")
 
@@ -30,11 +31,6 @@ TRAINING_DEFAULTS = {
     "save_total_limit": 2,
     "dataloader_num_workers": 0,
 }
-LABELS_FILE = "labels.json"
-RECIPE_FILE = "recipe.yaml"
-METRICS_FILE = "metrics.json"
-LOG_FILE = "log_history.json"
-CURVE_FILE = "learning_curve.png"
 
 
 def setup_logging(is_main: bool) -> None:
@@ -392,9 +388,8 @@ def save_run(trainer, tokenizer, resolved: Resolved, label_names: list[str], met
     with staged_folder(output_dir, last=METRICS_FILE) as stage:
         trainer.accelerator.unwrap_model(trainer.model).save_pretrained(stage, state_dict=state_dict)
         tokenizer.save_pretrained(stage)
-        (stage / LABELS_FILE).write_text(json.dumps({"label_names": label_names,
-                                                     "text_columns": list(recipe.text_columns),
-                                                     "max_seq_length": recipe.max_seq_length}, indent=2))
+        write_labels(stage, LabelInfo(label_names=label_names, text_columns=list(recipe.text_columns),
+                                      max_seq_length=recipe.max_seq_length))
         (stage / RECIPE_FILE).write_text(yaml.safe_dump(resolved.as_dict(), sort_keys=False))
         write_json_atomic(stage / LOG_FILE, history)
         report.plot_learning_curve(history, recipe.headline_metric, stage / CURVE_FILE,
