@@ -73,6 +73,12 @@ class Recipe:
              "rest) at learning_rate; the paper suggests 16 with a learning_rate below plain LoRA's. Default: off.")
     use_dora: bool = _key(False, help="DoRA (Liu et al. 2024): each adapted weight is split into a magnitude "
                                        "(one trainable number per output) and a direction that LoRA updates.")
+    use_rslora: bool = _key(False, help="rsLoRA (Kalajdzievski 2023): the update is scaled by lora_alpha / sqrt(lora_r) "
+                                         "instead of lora_alpha / lora_r, which keeps high ranks learning.")
+    init_lora_weights: bool | str = _key(
+        True, help="PEFT's LoRA initialisation: true (B zero), gaussian, orthogonal, pissa, pissa_niter_N, olora "
+                   "(the last three start from the base weights' principal directions; the saved adapter is "
+                   "converted to plain LoRA on the unchanged base).")
     max_trainable_params: int | None = _key(help="Stop before training if the run would train more than this.")
     fast_dropout: bool = _key(True, help="On CPU, dropout masks drawn four elements per 64-bit random word, the "
                                           "attention probabilities' included (lorakit/dropout.py, attention.py; "
@@ -336,6 +342,28 @@ def training_type(f: dataclasses.Field):
     return tp
 
 
+# The values peft 0.21's LoraConfig accepts for init_lora_weights besides true/false (its Literal; a test checks
+# this copy against it, so recipe validation needs no PEFT import). pissa_niter_N takes any N >= 0.
+PEFT_INIT_LORA_WEIGHTS = ("gaussian", "eva", "olora", "pissa", "pissa_niter_[number of iters]", "corda", "loftq",
+                          "orthogonal", "mica")
+# Those that need more than the config: a data pass (eva, corda) or a LoftQ config; the kit runs none of them.
+_INIT_NEEDS_MORE = ("eva", "corda", "loftq")
+
+
+def _init_problem(value) -> str | None:
+    """What is wrong with an init_lora_weights value, or None."""
+    if isinstance(value, bool) or re.fullmatch(r"pissa_niter_\d+", str(value)):
+        return None
+    if value in _INIT_NEEDS_MORE:
+        return (f"init_lora_weights {value!r} needs an initialisation pass the kit does not run; use gaussian, "
+                "orthogonal, pissa or olora, or leave it unset")
+    if value not in PEFT_INIT_LORA_WEIGHTS or value == "pissa_niter_[number of iters]":
+        choices = ", ".join(v for v in PEFT_INIT_LORA_WEIGHTS if v not in _INIT_NEEDS_MORE and "[" not in v)
+        return (f"init_lora_weights should be true, false, {choices} or pissa_niter_N (PEFT's values) but the "
+                f"value passed is {value!r}")
+    return None
+
+
 KNOWN_METRICS = ("accuracy", "f1", "f1_macro", "matthews_correlation")
 
 
@@ -374,6 +402,19 @@ def validate(recipe: Recipe) -> None:
         problems.append("load_in_4bit and load_in_8bit are exclusive; pick one")
     if (recipe.load_in_4bit or recipe.load_in_8bit) and recipe.method == "full":
         problems.append("a quantised backbone cannot be fully fine-tuned; use --method lora with load_in_4bit/8bit")
+    targets = recipe.lora_target_modules or []
+    if "all-linear" in targets and len(targets) > 1:
+        problems.append(f"lora_target_modules all-linear already names every linear layer but the value passed is "
+                        f"{','.join(targets)}; pass all-linear alone or list modules without it")
+    init_problem = _init_problem(recipe.init_lora_weights)
+    if init_problem:
+        problems.append(init_problem)
+    if recipe.init_lora_weights not in (True, False) and recipe.lora_impl == "scratch" and not init_problem:
+        problems.append(f"init_lora_weights {recipe.init_lora_weights!r} is PEFT's; the scratch LoRA layer starts "
+                        "from true (B zero) or false only; use --lora_impl peft or leave it unset")
+    if (recipe.use_rslora or recipe.init_lora_weights is not True) and recipe.method == "full":
+        problems.append("use_rslora and init_lora_weights apply to LoRA's matrices but method is full; use "
+                        "--method lora or leave them unset")
     if recipe.train_file is None and recipe.dataset_name is None:
         problems.append("no data: set dataset_name (Hub id or local folder) or train_file")
     if recipe.method == "lora":

@@ -179,6 +179,7 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
         log.info(line)
 
     tokenizer = modeling.load_tokenizer(recipe)
+    modeling.use_pad_token(model, tokenizer)
     with args.main_process_first(desc="tokenising"):
         tokenized = data_lib.tokenize(task_data, tokenizer, recipe)
 
