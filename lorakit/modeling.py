@@ -126,12 +126,12 @@ def classifier_head(model: torch.nn.Module) -> list[str]:
     """
     model = model.get_base_model() if isinstance(model, PeftModel) else model
     backbone = getattr(model, "base_model_prefix", None)
+    if not backbone or not hasattr(model, backbone):  # not a transformers classifier: no head to tell
+        return []
     head = [name for name, child in model.named_children()
             if name != backbone and any(True for _ in child.parameters())]
-    inner = getattr(model, backbone, None) if backbone else None
-    if inner is not None:
-        head += [name.rsplit(".", 1)[-1] for name, m in inner.named_modules()
-                 if name.rsplit(".", 1)[-1] == "pooler" and any(True for _ in m.parameters())]
+    head += [name.rsplit(".", 1)[-1] for name, m in getattr(model, backbone).named_modules()
+             if name.rsplit(".", 1)[-1] == "pooler" and any(True for _ in m.parameters())]
     return list(dict.fromkeys(head))
 
 

@@ -76,9 +76,7 @@ class Recipe:
     use_rslora: bool = _key(False, help="rsLoRA (Kalajdzievski 2023): the update is scaled by lora_alpha / sqrt(lora_r) "
                                          "instead of lora_alpha / lora_r, which keeps high ranks learning.")
     init_lora_weights: bool | str = _key(
-        True, help="PEFT's LoRA initialisation: true (B zero), gaussian, orthogonal, pissa, pissa_niter_N, olora "
-                   "(the last three start from the base weights' principal directions; the saved adapter is "
-                   "converted to plain LoRA on the unchanged base).")
+        True, help="PEFT's LoRA initialisation (lora_impl peft): true (B zero), false, gaussian or orthogonal.")
     max_trainable_params: int | None = _key(help="Stop before training if the run would train more than this.")
     fast_dropout: bool = _key(True, help="On CPU, dropout masks drawn four elements per 64-bit random word, the "
                                           "attention probabilities' included (lorakit/dropout.py, attention.py; "
@@ -346,22 +344,20 @@ def training_type(f: dataclasses.Field):
 # this copy against it, so recipe validation needs no PEFT import). pissa_niter_N takes any N >= 0.
 PEFT_INIT_LORA_WEIGHTS = ("gaussian", "eva", "olora", "pissa", "pissa_niter_[number of iters]", "corda", "loftq",
                           "orthogonal", "mica")
-# Those that need more than the config: a data pass (eva, corda) or a LoftQ config; the kit runs none of them.
-_INIT_NEEDS_MORE = ("eva", "corda", "loftq")
+# Those the kit refuses: a data pass (eva, corda) or a LoftQ config it does not run; base weights rewritten (pissa,
+# olora: the adapter then fits only the rewritten base, not the one inference loads); B frozen (mica).
+_INIT_REFUSED = ("eva", "corda", "loftq", "pissa", "olora", "mica")
 
 
 def _init_problem(value) -> str | None:
     """What is wrong with an init_lora_weights value, or None."""
-    if isinstance(value, bool) or re.fullmatch(r"pissa_niter_\d+", str(value)):
+    if isinstance(value, bool) or value in ("gaussian", "orthogonal"):
         return None
-    if value in _INIT_NEEDS_MORE:
-        return (f"init_lora_weights {value!r} needs an initialisation pass the kit does not run; use gaussian, "
-                "orthogonal, pissa or olora, or leave it unset")
-    if value not in PEFT_INIT_LORA_WEIGHTS or value == "pissa_niter_[number of iters]":
-        choices = ", ".join(v for v in PEFT_INIT_LORA_WEIGHTS if v not in _INIT_NEEDS_MORE and "[" not in v)
-        return (f"init_lora_weights should be true, false, {choices} or pissa_niter_N (PEFT's values) but the "
-                f"value passed is {value!r}")
-    return None
+    if value in _INIT_REFUSED or re.fullmatch(r"pissa_niter_\d+", str(value)):
+        return (f"init_lora_weights {value!r} is PEFT's but not supported by the kit (it needs an initialisation "
+                "pass, rewrites the base weights or freezes B); use gaussian or orthogonal, or leave it unset")
+    return (f"init_lora_weights {value!r} is not one of PEFT's values (true, false, "
+            f"{', '.join(PEFT_INIT_LORA_WEIGHTS)}); the kit supports true, false, gaussian and orthogonal")
 
 
 KNOWN_METRICS = ("accuracy", "f1", "f1_macro", "matthews_correlation")

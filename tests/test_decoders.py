@@ -108,3 +108,168 @@ def test_qlora_recipe_trains_infers_reloads_and_merges_on_tiny_qwen2(tiny_decode
                       str(tmp_path / "run")]))
     assert yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())["load_in_4bit"] is True
     _check_run(tiny_decoders["qwen2"], tmp_path / "run", 4)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Target modules and the head for every architecture
+
+def _tiny_config(model_type: str):
+    """`model_type`'s default config, two layers deep (built on the meta device, so its width costs nothing)."""
+    config = AutoConfig.for_model(model_type)
+    for key in ("num_hidden_layers", "num_layers", "n_layer", "encoder_layers", "decoder_layers"):
+        if hasattr(config, key):
+            setattr(config, key, 2)
+    if getattr(config, "layer_types", None):
+        config.layer_types = config.layer_types[:2]
+    return config
+
+
+PEFT_SEQ_CLS = [t for t in modeling.PEFT_TARGETS if t in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES]
+
+
+@pytest.mark.parametrize("model_type", PEFT_SEQ_CLS)
+def test_default_targets_exist_in_every_architecture_peft_knows(model_type):
+    config = _tiny_config(model_type)
+    recipe = recipe_lib.Recipe(model_name_or_path="unused", dataset_name="unused")
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(config)
+    modeling.check_lora_targets(recipe, model, config)  # every default target matches a linear layer
+    head = modeling.classifier_head(model)
+    assert head and all(any(n == h or n.endswith("." + h) for n, _ in model.named_modules()) for h in head)
+    assert not set(modeling.linear_layers(model)) & set(head)
+
+
+def test_peft_mapping_covers_the_decoders_and_the_kit_table_only_adds():
+    assert len(PEFT_SEQ_CLS) >= 25
+    for kind in ("llama", "qwen2", "mistral"):
+        assert modeling.PEFT_TARGETS[kind] == ["q_proj", "v_proj"]
+    assert not set(modeling.DEFAULT_TARGETS) & set(modeling.PEFT_TARGETS)
+
+
+@pytest.mark.parametrize("kind, head", [("llama", ["score"]), ("bert", ["classifier", "pooler"]),
+                                        ("roberta", ["classifier"]), ("deberta-v2", ["pooler", "classifier"]),
+                                        ("distilbert", ["pre_classifier", "classifier"]),
+                                        ("bart", ["classification_head"])])
+def test_the_head_is_found_in_the_model(kind, head):
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(_tiny_config(kind))
+    assert modeling.classifier_head(model) == head
+
+
+def _recipe(model_dir, *extra: str):
+    return parse_recipe(["--task", "agnews", "--model_name_or_path", str(model_dir), "--dataset_name",
+                         str(AG_NEWS), *extra]).recipe
+
+
+def test_all_linear_adapts_every_linear_layer_outside_the_head(tiny_decoders, tiny_models):
+    recipe = _recipe(tiny_decoders["llama"], "--lora_target_modules", "all-linear")
+    config = modeling.load_config(recipe, LABELS)
+    model = modeling.build_model(recipe, config, random_weights=True)
+    adapted = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if hasattr(m, "lora_A")}
+    assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    # RoBERTa's head is classifier.dense + classifier.out_proj, BERT's pooler trains in full: no LoRA there.
+    for kind, head in (("roberta", "classifier."), ("bert", "pooler.")):
+        recipe = _recipe(tiny_models[kind], "--lora_target_modules", "all-linear")
+        model = modeling.build_model(recipe, modeling.load_config(recipe, LABELS), random_weights=True)
+        adapted = [n for n, m in model.named_modules() if hasattr(m, "lora_A")]
+        assert len(adapted) == 2 * 6 and not any(head in n for n in adapted), adapted
+
+
+def test_architecture_without_defaults_lists_its_linear_layers(tmp_path):
+    from transformers import AlbertConfig
+
+    AlbertConfig(**TINY, embedding_size=16, vocab_size=50).save_pretrained(tmp_path)
+    recipe = _recipe(tmp_path)
+    config = modeling.load_config(recipe, LABELS)
+    with pytest.raises(UsageError) as err:
+        modeling.build_model(recipe, config, random_weights=True)
+    assert str(err.value) == (
+        "no default LoRA target modules for model type 'albert'; its linear layers are "
+        "embedding_hidden_mapping_in (1), query (1), key (1), value (1), dense (1), ffn (1), ffn_output (1); "
+        "set e.g. --lora_target_modules query,value")
+    recipe = _recipe(tmp_path, "--lora_target_modules", "query,value")
+    model = modeling.build_model(recipe, config, random_weights=True)
+    assert modeling.param_report(model).lora == 2 * 8 * (32 + 32)
+
+
+def test_model_type_without_a_classifier_class_is_one_line(tmp_path):
+    from transformers import MarianConfig
+
+    MarianConfig(d_model=32, encoder_layers=1, decoder_layers=1, vocab_size=50).save_pretrained(tmp_path)
+    with pytest.raises(UsageError, match=r"^model type 'marian' has no sequence-classification class in "
+                                         r"transformers \(AutoModelForSequenceClassification\); pick a backbone"):
+        modeling.load_config(_recipe(tmp_path), LABELS)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# PEFT's options and bad input
+
+def test_init_lora_weights_list_is_peft_s():
+    hint = typing.get_type_hints(LoraConfig)["init_lora_weights"]
+    literal = next(a for a in typing.get_args(hint) if typing.get_origin(a) is typing.Literal)
+    assert recipe_lib.PEFT_INIT_LORA_WEIGHTS == typing.get_args(literal)
+    assert set(recipe_lib._INIT_REFUSED) < set(recipe_lib.PEFT_INIT_LORA_WEIGHTS)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lora_target_modules", "all-linear,q_proj"],
+     "lora_target_modules all-linear already names every linear layer but the value passed is all-linear,q_proj; "
+     "pass all-linear alone or list modules without it"),
+    (["--init_lora_weights", "kaiming"],
+     "init_lora_weights 'kaiming' is not one of PEFT's values (true, false, gaussian, eva, olora, pissa, "
+     "pissa_niter_[number of iters], corda, loftq, orthogonal, mica); the kit supports true, false, gaussian and "
+     "orthogonal"),
+    (["--init_lora_weights", "pissa"], "init_lora_weights 'pissa' is PEFT's but not supported by the kit"),
+    (["--init_lora_weights", "gaussian", "--lora_impl", "scratch"],
+     "init_lora_weights 'gaussian' is PEFT's; the scratch LoRA layer starts from true (B zero) or false only"),
+])
+def test_bad_lora_options_are_one_line_errors(args, message):
+    with pytest.raises(UsageError, match="^" + __import__("re").escape(message)):
+        parse_recipe(["--task", "agnews", *args])
+
+
+@pytest.mark.parametrize("impl", ["peft", "scratch"])
+def test_rslora_and_gaussian_init_reach_the_layers(tiny_decoders, impl):
+    extra = ["--init_lora_weights", "gaussian"] if impl == "peft" else []
+    recipe = _recipe(tiny_decoders["qwen2"], "--use_rslora", "true", "--lora_r", "4", "--lora_alpha", "8",
+                     "--lora_impl", impl, *extra)
+    model = modeling.build_model(recipe, modeling.load_config(recipe, LABELS))
+    layer = next(m for m in model.modules() if hasattr(m, "lora_A"))
+    assert layer.scaling["default"] == 8 / 2
+    assert model.peft_config["default"].use_rslora
+    if impl == "peft":  # gaussian: A ~ N(0, 1/r), not Kaiming-uniform's bounded draw
+        assert model.peft_config["default"].init_lora_weights == "gaussian"
+        assert layer.lora_A["default"].weight.abs().max() > 1 / 32 ** 0.5
+
+
+@pytest.mark.parametrize("bits", [None, 4])
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_activation_checkpointing_passes_gradients_to_lora(tiny_decoders, bits, reentrant):
+    extra = ["--load_in_4bit", "true"] if bits else []
+    recipe = _recipe(tiny_decoders["qwen2"], "--lora_dropout", "0", *extra)
+    config = modeling.load_config(recipe, LABELS)
+    x = torch.randint(5, 300, (2, 12), generator=torch.Generator().manual_seed(0))
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = modeling.build_model(recipe, config).train()
+        model.config.pad_token_id = 0
+        if checkpointing:
+            model.activation_checkpointing_enable({"use_reentrant": reentrant})
+        model(input_ids=x, labels=torch.tensor([0, 1])).loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if "lora_B" in n})
+    assert grads[1] and all(g is not None and g.abs().sum() > 0 for g in grads[1].values())
+    assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-5) for n in grads[0])
+
+
+def test_qlora_recipe_plans_with_a_dry_run(tiny_decoders, tmp_path, capsys):
+    resolved = parse_recipe(["--task", QLORA, "--model_name_or_path", str(tiny_decoders["qwen2"]),
+                             "--dataset_name", str(AG_NEWS), "--max_train_samples", "8", "--max_eval_samples", "8",
+                             "--max_seq_length", "128", "--output_dir", str(tmp_path / "run"), "--dry_run"])
+    assert resolved.recipe.load_in_4bit and resolved.recipe.lora_r == 16
+    assert run(resolved) is None
+    assert not (tmp_path / "run").exists()
+    log = capsys.readouterr().err
+    assert "LoRA r=16 alpha=32.0 on ['q_proj', 'v_proj']" in log
+    # r 16 on q (32 -> 32) and v (32 -> 16: two KV heads of 8) in 2 layers; the score head 32 x 4, no bias.
+    assert "trainable split: 3,584 in LoRA matrices, 128 in the head" in log
