@@ -191,9 +191,12 @@ def lora_config(recipe: Recipe, config: PretrainedConfig, model: torch.nn.Module
     if targets == ALL_LINEAR:
         head = [*SEQ_CLS_HEADS, *extra]
         exclude = rf"(.*\.)?({'|'.join(map(re.escape, head))})(\..*)?"
+    # A weightless (meta) model only counts parameters; PiSSA's SVD and the like have no numbers to work on.
+    weightless = model is not None and any(p.is_meta for p in model.parameters())
     cfg = LoraConfig(
         task_type="SEQ_CLS", r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
-        use_dora=recipe.use_dora, use_rslora=recipe.use_rslora, init_lora_weights=recipe.init_lora_weights,
+        use_dora=recipe.use_dora, use_rslora=recipe.use_rslora,
+        init_lora_weights=True if weightless else recipe.init_lora_weights,
         target_modules=targets, exclude_modules=exclude, layers_to_transform=recipe.lora_layers,
         # A copy: PEFT appends the SEQ_CLS heads to this list in place.
         modules_to_save=list(extra) or None)
@@ -380,6 +383,47 @@ def check_budget(recipe: Recipe, report: ParamReport) -> None:
         raise UsageError(f"the run would train {report.trainable:,} parameters, over max_trainable_params "
                          f"{recipe.max_trainable_params:,}; lower lora_r, target fewer modules or layers, "
                          "or raise the budget")
+
+
+def initial_lora(recipe: Recipe, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """For PiSSA and OLoRA (init_lora_weights), a copy of LoRA's matrices as initialised, under their saved names,
+    for `convert_to_plain_lora`; None for any other initialisation."""
+    from peft import get_peft_model_state_dict
+
+    from .recipe import rewrites_base
+
+    if not rewrites_base(recipe.init_lora_weights):
+        return None
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items() if ".lora_" in k}
+
+
+def convert_to_plain_lora(folder: Path, initial: dict[str, torch.Tensor]) -> None:
+    """Rewrite the PiSSA/OLoRA adapter saved in `folder` as plain LoRA for the unchanged base, given its matrices
+    as initialised (`initial_lora`).
+
+    Both take LoRA's start B0 A0 out of the base weights, so the trained adapter fits only that rewritten base.
+    Its change to the base is s (B A - B0 A0) = s [B | -B0] [A ; A0]: a plain LoRA adapter of rank 2r, whose alpha
+    doubles (times sqrt 2 under rsLoRA) to keep the scaling s. PEFT's own conversion (save_pretrained's
+    path_initial_model_for_weight_conversion) does the same but, in peft 0.21, drops the head (modules_to_save)."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from .runfolder import ADAPTER_FILES
+
+    weights_file, config_file = Path(folder) / ADAPTER_FILES[1], Path(folder) / ADAPTER_FILES[0]
+    tensors = load_file(str(weights_file))
+    for key, value in tensors.items():
+        if ".lora_A." in key:
+            tensors[key] = torch.cat([value, initial[key].to(value)], dim=0).contiguous()
+        elif ".lora_B." in key:
+            tensors[key] = torch.cat([value, -initial[key].to(value)], dim=1).contiguous()
+    save_file(tensors, str(weights_file), metadata={"format": "pt"})
+    config = json.loads(config_file.read_text())
+    config["lora_alpha"] *= 2 ** 0.5 if config.get("use_rslora") else 2
+    config["r"] *= 2
+    config["init_lora_weights"] = True
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
 def is_peft(model) -> bool:

@@ -76,7 +76,9 @@ class Recipe:
     use_rslora: bool = _key(False, help="rsLoRA (Kalajdzievski 2023): the update is scaled by lora_alpha / sqrt(lora_r) "
                                          "instead of lora_alpha / lora_r, which keeps high ranks learning.")
     init_lora_weights: bool | str = _key(
-        True, help="PEFT's LoRA initialisation (lora_impl peft): true (B zero), false, gaussian or orthogonal.")
+        True, help="PEFT's LoRA initialisation (lora_impl peft): true (B zero), false, gaussian, orthogonal, or "
+                   "pissa, pissa_niter_N, olora (LoRA starts from the base weights' principal directions, which it "
+                   "takes out of the base; the saved adapter is converted to plain LoRA on the unchanged base).")
     max_trainable_params: int | None = _key(help="Stop before training if the run would train more than this.")
     fast_dropout: bool = _key(True, help="On CPU, dropout masks drawn four elements per 64-bit random word, the "
                                           "attention probabilities' included (lorakit/dropout.py, attention.py; "
@@ -344,20 +346,26 @@ def training_type(f: dataclasses.Field):
 # this copy against it, so recipe validation needs no PEFT import). pissa_niter_N takes any N >= 0.
 PEFT_INIT_LORA_WEIGHTS = ("gaussian", "eva", "olora", "pissa", "pissa_niter_[number of iters]", "corda", "loftq",
                           "orthogonal", "mica")
-# Those the kit refuses: a data pass (eva, corda) or a LoftQ config it does not run; base weights rewritten (pissa,
-# olora: the adapter then fits only the rewritten base, not the one inference loads); B frozen (mica).
-_INIT_REFUSED = ("eva", "corda", "loftq", "pissa", "olora", "mica")
+# Those the kit refuses: a data pass (eva, corda) or a LoftQ config it does not run; B frozen (mica).
+_INIT_REFUSED = ("eva", "corda", "loftq", "mica")
+_INIT_SUPPORTED = ("gaussian", "orthogonal", "pissa", "olora")
+
+
+def rewrites_base(value) -> bool:
+    """Whether an init_lora_weights value takes LoRA's start out of the base weights (PiSSA, OLoRA)."""
+    return isinstance(value, str) and (value == "olora" or re.fullmatch(r"pissa(_niter_\d+)?", value) is not None)
 
 
 def _init_problem(value) -> str | None:
     """What is wrong with an init_lora_weights value, or None."""
-    if isinstance(value, bool) or value in ("gaussian", "orthogonal"):
+    supported = f"true, false, {', '.join(_INIT_SUPPORTED)} or pissa_niter_N"
+    if isinstance(value, bool) or value in _INIT_SUPPORTED or rewrites_base(value):
         return None
-    if value in _INIT_REFUSED or re.fullmatch(r"pissa_niter_\d+", str(value)):
+    if value in _INIT_REFUSED:
         return (f"init_lora_weights {value!r} is PEFT's but not supported by the kit (it needs an initialisation "
-                "pass, rewrites the base weights or freezes B); use gaussian or orthogonal, or leave it unset")
+                f"pass or freezes B); use {supported}, or leave it unset")
     return (f"init_lora_weights {value!r} is not one of PEFT's values (true, false, "
-            f"{', '.join(PEFT_INIT_LORA_WEIGHTS)}); the kit supports true, false, gaussian and orthogonal")
+            f"{', '.join(PEFT_INIT_LORA_WEIGHTS)}); the kit supports {supported}")
 
 
 KNOWN_METRICS = ("accuracy", "f1", "f1_macro", "matthews_correlation")
@@ -408,6 +416,9 @@ def validate(recipe: Recipe) -> None:
     if recipe.init_lora_weights not in (True, False) and recipe.lora_impl == "scratch" and not init_problem:
         problems.append(f"init_lora_weights {recipe.init_lora_weights!r} is PEFT's; the scratch LoRA layer starts "
                         "from true (B zero) or false only; use --lora_impl peft or leave it unset")
+    if rewrites_base(recipe.init_lora_weights) and (recipe.load_in_4bit or recipe.load_in_8bit):
+        problems.append(f"init_lora_weights {recipe.init_lora_weights!r} takes LoRA's start out of the base weights, "
+                        "which a quantised backbone would round again; drop load_in_4bit/8bit or use gaussian")
     if (recipe.use_rslora or recipe.init_lora_weights is not True) and recipe.method == "full":
         problems.append("use_rslora and init_lora_weights apply to LoRA's matrices but method is full; use "
                         "--method lora or leave them unset")

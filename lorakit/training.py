@@ -180,6 +180,7 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
 
     tokenizer = modeling.load_tokenizer(recipe)
     modeling.use_pad_token(model, tokenizer)
+    initial = modeling.initial_lora(recipe, model)
     with args.main_process_first(desc="tokenising"):
         tokenized = data_lib.tokenize(task_data, tokenizer, recipe)
 
@@ -217,7 +218,8 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
     # Under FSDP and DeepSpeed ZeRO-3 the weights are sharded: gathering them is a collective all ranks join.
     state_dict = trainer.accelerator.get_state_dict(trainer.model)
     if trainer.is_world_process_zero():
-        save_run(trainer, tokenizer, resolved, task_data.label_names, metrics, output_dir, state_dict=state_dict)
+        save_run(trainer, tokenizer, resolved, task_data.label_names, metrics, output_dir, state_dict=state_dict,
+                 initial_lora=initial)
         log.info("saved adapter and metrics to %s: eval %s = %.4f", output_dir, recipe.headline_metric,
                  metrics.get(f"eval_{recipe.headline_metric}", float("nan")))
     trainer.accelerator.wait_for_everyone()
@@ -381,13 +383,16 @@ def _metrics_fn(recipe, task_data):
 
 
 def save_run(trainer, tokenizer, resolved: Resolved, label_names: list[str], metrics: dict,
-             output_dir: Path, state_dict: dict | None = None) -> None:
+             output_dir: Path, state_dict: dict | None = None, initial_lora: dict | None = None) -> None:
     """Write the adapter (head included), tokenizer, labels, recipe, metrics, log and plot, all or nothing.
-    `state_dict` is the model's full state gathered across processes when the weights are sharded."""
+    `state_dict` is the model's full state gathered across processes when the weights are sharded;
+    `initial_lora` (modeling.initial_lora) converts a PiSSA/OLoRA adapter to plain LoRA for the unchanged base."""
     recipe = resolved.recipe
     history = trainer.state.log_history
     with staged_folder(output_dir, last=METRICS_FILE) as stage:
         trainer.accelerator.unwrap_model(trainer.model).save_pretrained(stage, state_dict=state_dict)
+        if initial_lora is not None:
+            modeling.convert_to_plain_lora(stage, initial_lora)
         tokenizer.save_pretrained(stage)
         write_labels(stage, LabelInfo(label_names=label_names, text_columns=list(recipe.text_columns),
                                       max_seq_length=recipe.max_seq_length))

@@ -8,6 +8,7 @@ with LoRA, and the shipped Qwen2.5-0.5B QLoRA recipe planned on a tiny Qwen2."""
 from __future__ import annotations
 
 import json
+import re
 import typing
 
 import pytest
@@ -217,14 +218,16 @@ def test_init_lora_weights_list_is_peft_s():
      "pass all-linear alone or list modules without it"),
     (["--init_lora_weights", "kaiming"],
      "init_lora_weights 'kaiming' is not one of PEFT's values (true, false, gaussian, eva, olora, pissa, "
-     "pissa_niter_[number of iters], corda, loftq, orthogonal, mica); the kit supports true, false, gaussian and "
-     "orthogonal"),
-    (["--init_lora_weights", "pissa"], "init_lora_weights 'pissa' is PEFT's but not supported by the kit"),
+     "pissa_niter_[number of iters], corda, loftq, orthogonal, mica); the kit supports true, false, gaussian, "
+     "orthogonal, pissa, olora or pissa_niter_N"),
+    (["--init_lora_weights", "eva"], "init_lora_weights 'eva' is PEFT's but not supported by the kit"),
+    (["--init_lora_weights", "pissa_niter_4", "--load_in_4bit", "true"],
+     "init_lora_weights 'pissa_niter_4' takes LoRA's start out of the base weights, which a quantised backbone"),
     (["--init_lora_weights", "gaussian", "--lora_impl", "scratch"],
      "init_lora_weights 'gaussian' is PEFT's; the scratch LoRA layer starts from true (B zero) or false only"),
 ])
 def test_bad_lora_options_are_one_line_errors(args, message):
-    with pytest.raises(UsageError, match="^" + __import__("re").escape(message)):
+    with pytest.raises(UsageError, match="^" + re.escape(message)):
         parse_recipe(["--task", "agnews", *args])
 
 
@@ -273,3 +276,27 @@ def test_qlora_recipe_plans_with_a_dry_run(tiny_decoders, tmp_path, capsys):
     assert "LoRA r=16 alpha=32.0 on ['q_proj', 'v_proj']" in log
     # r 16 on q (32 -> 32) and v (32 -> 16: two KV heads of 8) in 2 layers; the score head 32 x 4, no bias.
     assert "trainable split: 3,584 in LoRA matrices, 128 in the head" in log
+
+
+@pytest.mark.parametrize("init", ["pissa", "olora"])
+def test_pissa_and_olora_adapters_are_saved_for_the_unchanged_base(tiny_decoders, tmp_path, init):
+    # Both take LoRA's start out of the base weights in memory; the saved adapter must predict on the base as
+    # loaded from its folder what the trained model predicted (in fp32: under bf16 the trained model keeps its
+    # rewritten frozen weights rounded to bf16).
+    from transformers import TrainerCallback
+
+    seen = {}
+
+    class Logits(TrainerCallback):
+        def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+            batch = processing_class(TEXTS, padding=True, return_tensors="pt")
+            with torch.no_grad():
+                seen["logits"] = torch.log_softmax(model.eval()(**batch).logits.float(), -1)
+
+    resolved = parse_recipe(["--task", "agnews", "--model_name_or_path", str(tiny_decoders["llama"]), *STEPS,
+                             "--lora_r", "4", "--init_lora_weights", init, "--bf16", "false",
+                             "--output_dir", str(tmp_path / "run")])
+    run(resolved, callbacks=[Logits()])
+    config = json.loads((tmp_path / "run" / "adapter_config.json").read_text())
+    assert config["r"] == 8 and config["init_lora_weights"] is True  # converted: delta W = B A - B0 A0
+    assert (_logits(Classifier.load(str(tmp_path / "run"), precision="fp32")) - seen["logits"]).abs().max() < 1e-5
