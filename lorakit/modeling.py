@@ -20,7 +20,6 @@ from .recipe import Recipe
 
 # Default LoRA targets: PEFT's own per-architecture table (the attention projections the LoRA paper adapts, query
 # and value, by each architecture's names), and the kit's entries only where PEFT's table has none.
-
 DEFAULT_TARGETS = {
     # PEFT's table has no DistilBERT; q_lin and v_lin are its query and value.
     "distilbert": ["q_lin", "v_lin"],
@@ -29,6 +28,8 @@ ALL_LINEAR = "all-linear"  # PEFT's keyword: every linear layer outside the head
 # The head PEFT's SEQ_CLS task trains and saves by itself; anything else the head is made of goes in
 # modules_to_save.
 SEQ_CLS_HEADS = ("classifier", "score")
+
+
 def load_config(recipe: Recipe, label_names: list[str]) -> PretrainedConfig:
     """The backbone's config with the task's labels, from a Hub id or a local folder."""
     path = recipe.model_name_or_path
@@ -118,8 +119,8 @@ def classifier_head(model: torch.nn.Module) -> list[str]:
     backbone that holds weights (`classifier`, `score`, DeBERTa's ContextPooler `pooler`, DistilBERT's
     `pre_classifier`, BART's `classification_head`, ...) and any `pooler` inside the backbone (BERT's).
 
-    All of them train in full: only the classifier is new in a pretrained checkpoint, but the rest is the same
-    dense + tanh layer RoBERTa keeps inside its `classifier`. DeBERTa's ContextPooler is not in the pretrained
+    All of them train in full, so that every architecture trains the same head: RoBERTa keeps its dense + tanh
+    layer inside `classifier`, BERT, DeBERTa and DistilBERT keep it outside (pooler, pre_classifier). DeBERTa's ContextPooler is not in the pretrained
     checkpoint at all (PEFT's troubleshooting guide calls this out), and sentence-embedding checkpoints such as
     all-MiniLM-L6-v2 ship a BERT pooler their mean-pooling training never used. Frozen, it cost LoRA 12 points
     of MRPC accuracy against full fine-tuning; trained, 0.5 (EXPERIMENTS.md). `lora_modules_to_save` overrides.

@@ -19,7 +19,7 @@ from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
-from conftest import AG_NEWS, TINY
+from conftest import AG_NEWS, REPO, TINY
 from lorakit import modeling, quantization, recipe as recipe_lib
 from lorakit.errors import UsageError
 from lorakit.inference import Classifier, export_merged
@@ -300,3 +300,12 @@ def test_pissa_and_olora_adapters_are_saved_for_the_unchanged_base(tiny_decoders
     config = json.loads((tmp_path / "run" / "adapter_config.json").read_text())
     assert config["r"] == 8 and config["init_lora_weights"] is True  # converted: delta W = B A - B0 A0
     assert (_logits(Classifier.load(str(tmp_path / "run"), precision="fp32")) - seen["logits"]).abs().max() < 1e-5
+
+
+def test_paper_figures_of_the_shipped_qlora_recipe_match_the_committed_output():
+    from bench import qlora_paper
+
+    text = qlora_paper.main()
+    assert text == (REPO / "bench" / "results" / "qlora_paper.txt").read_text().strip()
+    # Qwen2.5-0.5B has 494,032,768 parameters; r=16 on q_proj (896 -> 896) and v_proj (896 -> 128) in 24 layers.
+    assert "495,117,696 parameters" in text and f"{24 * 16 * (896 + 896 + 896 + 128):,} in LoRA matrices" in text
