@@ -7,6 +7,7 @@ with LoRA, and the shipped Qwen2.5-0.5B QLoRA recipe planned on a tiny Qwen2."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import typing
@@ -25,7 +26,11 @@ from lorakit.errors import UsageError
 from lorakit.inference import Classifier, export_merged
 from lorakit.recipe import parse_recipe
 from lorakit.runfolder import LOG_FILE
-from lorakit.training import run
+
+_spec = importlib.util.spec_from_file_location("train_script", REPO / "train.py")
+train_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(train_script)
+run = train_script.train
 
 LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 TEXTS = ["Stocks fell.", "The team won the cup final after extra time on Sunday night in a packed stadium.",
@@ -296,7 +301,7 @@ def test_pissa_and_olora_adapters_are_saved_for_the_unchanged_base(tiny_decoders
     resolved = parse_recipe(["--task", "agnews", "--model_name_or_path", str(tiny_decoders["llama"]), *STEPS,
                              "--lora_r", "4", "--init_lora_weights", init, "--bf16", "false",
                              "--output_dir", str(tmp_path / "run")])
-    run(resolved, callbacks=[Logits()])
+    run(resolved, callbacks=(Logits(),))
     config = json.loads((tmp_path / "run" / "adapter_config.json").read_text())
     assert config["r"] == 8 and config["init_lora_weights"] is True  # converted: delta W = B A - B0 A0
     assert (_logits(Classifier.load(str(tmp_path / "run"), precision="fp32")) - seen["logits"]).abs().max() < 1e-5
