@@ -270,17 +270,17 @@ def test_activation_checkpointing_passes_gradients_to_lora(tiny_decoders, bits, 
     assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-5) for n in grads[0])
 
 
-def test_qlora_recipe_plans_with_a_dry_run(tiny_decoders, tmp_path, capsys):
+def test_qlora_recipe_plans_with_a_dry_run(tiny_decoders, tmp_path):
     resolved = parse_recipe(["--task", QLORA, "--model_name_or_path", str(tiny_decoders["qwen2"]),
                              "--dataset_name", str(AG_NEWS), "--max_train_samples", "8", "--max_eval_samples", "8",
                              "--max_seq_length", "128", "--output_dir", str(tmp_path / "run"), "--dry_run"])
     assert resolved.recipe.load_in_4bit and resolved.recipe.lora_r == 16
     assert run(resolved) is None
     assert not (tmp_path / "run").exists()
-    log = capsys.readouterr().err
-    assert "LoRA r=16 alpha=32.0 on ['q_proj', 'v_proj']" in log
+    config, model, params = modeling.prepare(resolved.recipe, LABELS, load_weights=False)
+    assert modeling.target_modules(resolved.recipe, config) == ["q_proj", "v_proj"]
     # r 16 on q (32 -> 32) and v (32 -> 16: two KV heads of 8) in 2 layers; the score head 32 x 4, no bias.
-    assert "trainable split: 3,584 in LoRA matrices, 128 in the head" in log
+    assert (params.lora, params.head) == (2 * 16 * (32 + 32 + 32 + 16), 32 * 4)
 
 
 @pytest.mark.parametrize("init", ["pissa", "olora"])
