@@ -47,7 +47,7 @@ CASES = [
     ("label outside set", lambda t, m: ["--task", "sst2", "--model_name_or_path", str(m),
                                         "--train_file", _csv(t / "tr.csv", "sentence,label\ngood,1\nbad,7\n"),
                                         "--validation_file", _csv(t / "va.csv", "sentence,label\nok,0\n")],
-     "label 7 in train row 1 is not in the task's label set"),
+     "label 7 in train row 1 is not a class id"),
     ("empty after filtering", lambda t, m: ["--task", "sst2", "--model_name_or_path", str(m),
                                             "--train_file", _csv(t / "e.csv", "sentence,label\n"),
                                             "--validation_file", _csv(t / "v.csv", "sentence,label\nok,0\n")],
