@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,17 +13,23 @@ from transformers import DataCollatorWithPadding
 from . import labels
 from .errors import UsageError
 from .recipe import Recipe
+from .runfolder import REGRESSION, SINGLE_LABEL
 
 _FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
 @dataclass
 class TaskData:
-    """Train and eval splits with integer labels, and the label names in id order."""
+    """Train and eval splits with their targets in a `labels` column (lorakit.labels), the label names in id
+    order, and what the loss and the metrics need to know about them."""
 
     train: Dataset
     eval: Dataset
     label_names: list[str]
+    problem_type: str = SINGLE_LABEL
+    class_weights: list[float] | None = None  # per class, or per label as BCE's pos_weight
+    pos_label: int = 1  # the class metric f1 scores
+    threshold: float | None = None  # multi-label decision threshold
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -127,12 +134,15 @@ def load_task_data(recipe: Recipe) -> TaskData:
         if len(split) == 0:
             raise UsageError(f"the {split_name} data of {source} is empty; check the split and max_*_samples")
     names, given = labels.label_names(recipe, train)
-    if len(names) < 2:
+    if len(names) < 2 and recipe.problem_type != REGRESSION:
         raise UsageError(f"the task needs at least 2 labels but found {names}; check label_column_name")
+    labels.check_task(recipe, names)
     keep = [*recipe.text_columns, recipe.label_column_name]
     train, evals = (s.select_columns(keep) for s in (train, evals))
-    return TaskData(train=labels.encode(train, "train", recipe, names, given),
-                    eval=labels.encode(evals, "eval", recipe, names, given), label_names=names)
+    train = labels.encode(train, "train", recipe, names, given)
+    return TaskData(train=train, eval=labels.encode(evals, "eval", recipe, names, given), label_names=names,
+                    problem_type=recipe.problem_type, class_weights=labels.class_weights(recipe, train, names),
+                    pos_label=labels.pos_label_id(recipe, names), threshold=labels.label_info(recipe, names).threshold)
 
 
 def tokenize(data: TaskData, tokenizer, recipe: Recipe) -> TaskData:
@@ -148,7 +158,7 @@ def tokenize(data: TaskData, tokenizer, recipe: Recipe) -> TaskData:
     def run(split: Dataset, name: str) -> Dataset:
         return split.map(encode, batched=True, remove_columns=list(columns), desc=f"Tokenising {name}")
 
-    return TaskData(train=run(data.train, "train"), eval=run(data.eval, "eval"), label_names=data.label_names)
+    return dataclasses.replace(data, train=run(data.train, "train"), eval=run(data.eval, "eval"))
 
 
 @dataclass

@@ -11,11 +11,12 @@ from pathlib import Path
 import yaml
 
 from . import data as data_lib
-from . import allocator, hardware, modeling, report
+from . import allocator, hardware, labels, modeling, report
 from .errors import UsageError
 from .fileio import check_output_dir, staged_folder, write_json_atomic
 from .recipe import Recipe, Resolved
-from .runfolder import CURVE_FILE, LOG_FILE, METRICS_FILE, RECIPE_FILE, LabelInfo, write_labels
+from .loss import weighted_loss
+from .runfolder import CURVE_FILE, LOG_FILE, METRICS_FILE, RECIPE_FILE, write_labels
 
 log = logging.getLogger("lorakit")
 
@@ -163,6 +164,10 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
              f"{' with DoRA' if recipe.use_dora else ''} ({recipe.lora_impl})" if recipe.method == "lora" else "")
     log.info("data: %d train, %d eval rows, labels %s", len(task_data.train), len(task_data.eval),
              task_data.label_names)
+    # Labels: the problem type, and class weights resolved on the train split (saved so in recipe.yaml).
+    resolved = labels.with_class_weights(resolved, task_data.class_weights)
+    log.info("problem type: %s%s", recipe.problem_type,
+             f"; class weights {task_data.class_weights}" if task_data.class_weights else "")
     log.info("device: %s x %d process(es); precision: %s; batch %d per device, %d effective",
              hardware.device_name(), args.world_size, hardware.precision_label(kwargs),
              args.per_device_train_batch_size,
@@ -191,6 +196,7 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
     trainer = trainer_class()(model=model, args=args, train_dataset=tokenized.train, eval_dataset=tokenized.eval,
                       processing_class=tokenizer, data_collator=collator,
                       compute_metrics=_metrics_fn(recipe, task_data),
+                      compute_loss_func=weighted_loss(task_data.problem_type, task_data.class_weights),
                       callbacks=[*(callbacks or []), *([clock] if clock else [])])
     if recipe.head_learning_rate is not None:
         trainer.head_learning_rate = recipe.head_learning_rate
@@ -376,7 +382,8 @@ def _split_groups(optimizer, chosen: set[int], lr_of) -> int:
 def _metrics_fn(recipe, task_data):
     from .metrics import trainer_metrics
 
-    return trainer_metrics(recipe.metrics, len(task_data.label_names))
+    return trainer_metrics(recipe.metrics, task_data.problem_type, pos_label=task_data.pos_label,
+                           threshold=task_data.threshold)
 
 
 def save_run(trainer, tokenizer, resolved: Resolved, label_names: list[str], metrics: dict,
@@ -388,8 +395,7 @@ def save_run(trainer, tokenizer, resolved: Resolved, label_names: list[str], met
     with staged_folder(output_dir, last=METRICS_FILE) as stage:
         trainer.accelerator.unwrap_model(trainer.model).save_pretrained(stage, state_dict=state_dict)
         tokenizer.save_pretrained(stage)
-        write_labels(stage, LabelInfo(label_names=label_names, text_columns=list(recipe.text_columns),
-                                      max_seq_length=recipe.max_seq_length))
+        write_labels(stage, labels.label_info(recipe, label_names))
         (stage / RECIPE_FILE).write_text(yaml.safe_dump(resolved.as_dict(), sort_keys=False))
         write_json_atomic(stage / LOG_FILE, history)
         report.plot_learning_curve(history, recipe.headline_metric, stage / CURVE_FILE,
