@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GLUE
+from conftest import GLUE, SHARED_DATA
+
+GO_EMOTIONS = SHARED_DATA / "go_emotions"
 from lorakit.data import load_task_data
 from lorakit.errors import UsageError
 from lorakit.recipe import Recipe
@@ -95,3 +97,115 @@ def test_a_list_label_in_a_single_label_task_is_an_error(tmp_path):
 def test_a_missing_label_is_an_error_naming_its_row(tmp_path):
     with pytest.raises(UsageError, match="the label in train row 2 is missing"):
         _load(tmp_path, ["a", "b", None], label_names=["a", "b"])
+
+
+# Multi-label: a list of ids or names per row (or a comma-separated string in a CSV) becomes a multi-hot vector.
+
+def test_multi_label_names_in_lists_from_the_data(tmp_path):
+    task = _load(tmp_path, [["joy", "love"], ["anger"], [], ["love"]], problem_type="multi_label_classification")
+    assert task.label_names == ["anger", "joy", "love"]
+    assert task.train["labels"] == [[0, 1, 1], [1, 0, 0], [0, 0, 0], [0, 0, 1]]
+
+
+def test_multi_label_comma_separated_strings_in_a_csv(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text('text,label\na,"joy,love"\nb,anger\nc," love , anger"\n')
+    recipe = Recipe(train_file=str(path), validation_file=str(path), text_column_names=["text"],
+                    problem_type="multi_label_classification", label_names=["anger", "joy", "love"])
+    task = load_task_data(recipe)
+    assert task.train["labels"] == [[0, 1, 1], [1, 0, 0], [1, 0, 1]]
+
+
+def test_multi_label_integer_lists_from_the_data_are_names(tmp_path):
+    task = _load(tmp_path, [[5, 1], [3], [1]], problem_type="multi_label_classification")
+    assert task.label_names == ["1", "3", "5"] and task.train["labels"] == [[1, 0, 1], [0, 1, 0], [1, 0, 0]]
+
+
+def test_multi_label_integer_lists_with_given_names_are_ids(tmp_path):
+    task = _load(tmp_path, [[2, 0], [1]], problem_type="multi_label_classification", label_names=["a", "b", "c"])
+    assert task.train["labels"] == [[1, 0, 1], [0, 1, 0]]
+
+
+def test_multi_label_class_label_lists_of_go_emotions(tmp_path):
+    import datasets
+
+    task = load_task_data(Recipe(dataset_name=str(GO_EMOTIONS), dataset_config_name="simplified",
+                                 text_column_names=["text"], label_column_name="labels",
+                                 problem_type="multi_label_classification", max_train_samples=50,
+                                 max_eval_samples=5))
+    source = datasets.load_dataset(str(GO_EMOTIONS), "simplified", split="train[:50]")
+    assert len(task.label_names) == 28 and task.label_names[27] == "neutral"
+    hot = task.train["labels"]
+    assert [[i for i, v in enumerate(row) if v] for row in hot] == [sorted(ids) for ids in source["labels"]]
+    assert any(len(ids) > 1 for ids in source["labels"])  # the slice holds a row with several labels
+
+
+def test_a_scalar_label_in_a_multi_label_task_is_an_error(tmp_path):
+    with pytest.raises(UsageError, match=r"label 2 in train row 1 is a single value, but the task is multi-label"):
+        _load(tmp_path, [[1], 2], problem_type="multi_label_classification")
+
+
+def test_an_unknown_name_in_a_list_is_an_error_naming_it(tmp_path):
+    with pytest.raises(UsageError, match=r"label 'glee' in eval row 0 is not in the task's label set"):
+        _load(tmp_path, [["joy"], ["love"]], [["joy", "glee"]], problem_type="multi_label_classification")
+
+
+# Regression: float targets.
+
+def test_regression_targets_are_floats_under_one_name(tmp_path):
+    task = _load(tmp_path, [0.5, 4, "3.25", 5.0], problem_type="regression")
+    assert task.label_names == ["label"] and task.problem_type == "regression"
+    assert task.train["labels"] == [0.5, 4.0, 3.25, 5.0]
+
+
+def test_stsb_targets_are_its_scores():
+    import datasets
+
+    task = load_task_data(Recipe(dataset_name=str(GLUE), dataset_config_name="stsb", problem_type="regression",
+                                 text_column_names=["sentence1", "sentence2"], max_train_samples=20,
+                                 max_eval_samples=5))
+    source = datasets.load_dataset(str(GLUE), "stsb", split="train[:20]")
+    assert task.train["labels"] == pytest.approx(source["label"])
+
+
+@pytest.mark.parametrize("value", ["high", True, None, "nan"])
+def test_a_non_numeric_regression_target_is_an_error(tmp_path, value):
+    with pytest.raises(UsageError, match=r"in train row 1 is not a number, but the task is a regression"):
+        _load(tmp_path, [1.0, value, 2.0], problem_type="regression")
+
+
+# Class weights, f1 and pos_label: checked and resolved once the label names are known.
+
+def test_balanced_class_weights_are_inverse_frequencies_on_train(tmp_path):
+    task = _load(tmp_path, ["a", "a", "a", "b", "c", "c"], ["a", "b", "c"], class_weights=["balanced"])
+    n, k = 6, 3
+    assert task.class_weights == pytest.approx([n / (k * 3), n / (k * 1), n / (k * 2)])
+
+
+def test_balanced_pos_weight_is_negatives_over_positives_per_label(tmp_path):
+    task = _load(tmp_path, [["x"], ["x", "y"], ["y"], ["x"]], problem_type="multi_label_classification",
+                 class_weights=["balanced"])
+    assert task.class_weights == pytest.approx([1 / 3, 2 / 2])
+
+
+def test_explicit_class_weights_are_taken_as_given(tmp_path):
+    task = _load(tmp_path, ["a", "b"], class_weights=["1", "2.5"])
+    assert task.class_weights == [1.0, 2.5]
+
+
+def test_class_weights_of_the_wrong_length_are_an_error(tmp_path):
+    with pytest.raises(UsageError, match=r"class_weights holds 3 numbers but the task has 2 labels"):
+        _load(tmp_path, ["a", "b"], class_weights=["1", "2", "3"])
+
+
+def test_f1_beyond_two_classes_is_an_error_naming_the_alternatives(tmp_path):
+    with pytest.raises(UsageError, match=r"f1 is the binary F1 of the positive class, but the task has 3 labels; "
+                                         r"use f1_macro or f1_micro"):
+        _load(tmp_path, ["a", "b", "c"], metrics=["accuracy", "f1"])
+
+
+def test_pos_label_picks_the_class_f1_scores(tmp_path):
+    assert _load(tmp_path, ["neg", "pos"], metrics=["f1"]).pos_label == 1
+    assert _load(tmp_path, ["neg", "pos"], metrics=["f1"], pos_label="neg").pos_label == 0
+    with pytest.raises(UsageError, match="pos_label 'yes' is not one of the labels"):
+        _load(tmp_path, ["neg", "pos"], metrics=["f1"], pos_label="yes")
