@@ -142,7 +142,7 @@ def load_task_data(recipe: Recipe) -> TaskData:
     train = labels.encode(train, "train", recipe, names, given)
     return TaskData(train=train, eval=labels.encode(evals, "eval", recipe, names, given), label_names=names,
                     problem_type=recipe.problem_type, class_weights=labels.class_weights(recipe, train, names),
-                    pos_label=labels.pos_label_id(recipe, names), threshold=labels.label_info(recipe, names).threshold)
+                    pos_label=labels.pos_label_id(recipe, names), threshold=labels.decision_threshold(recipe))
 
 
 def tokenize(data: TaskData, tokenizer, recipe: Recipe) -> TaskData:

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from .errors import UsageError
+from .predictions import DEFAULT_THRESHOLD
 from .runfolder import (ADAPTER_FILES, CARD_FILE, CURVE_FILE, LABELS_FILE, METRICS_FILE, MODEL_FILES, MULTI_LABEL,
                         RECIPE_FILE, REGRESSION, SINGLE_LABEL, TOKENIZER_FILE, is_local_path)
 
@@ -128,7 +129,7 @@ def _prose(run: Run, repo_id: str, base: str, data_name: str, results) -> str:
     what = (f"a LoRA adapter for [{base}](https://huggingface.co/{base})" if run.is_adapter and not is_local_path(base)
             else f"a LoRA adapter for `{base}`" if run.is_adapter else f"`{base}` fine-tuned in full")
     kind = labels.get("problem_type") or SINGLE_LABEL
-    threshold = labels.get("threshold") or 0.5
+    threshold = labels.get("threshold") or DEFAULT_THRESHOLD
     inputs_text = 'a pair of sentences (' + ', '.join(columns) + ')' if pair else 'a text'
     listed = ', '.join(f'`{n}`' for n in names)
     does = {REGRESSION: f"that scores {inputs_text} with a number (`{names[0] if names else 'score'}`, a "

@@ -19,6 +19,7 @@ import datasets
 from datasets import ClassLabel, Dataset
 
 from .errors import UsageError
+from .predictions import DEFAULT_THRESHOLD
 from .recipe import Recipe
 from .runfolder import MULTI_LABEL, REGRESSION, LabelInfo
 
@@ -193,11 +194,18 @@ def class_weights(recipe: Recipe, train: Dataset, names: list[str]) -> list[floa
     return [float(w) for w in compute_class_weight("balanced", classes=np.arange(len(names)), y=labels)]
 
 
+def decision_threshold(recipe: Recipe) -> float | None:
+    """The multi-label decision threshold (the recipe's, else 0.5); None for the other problem types."""
+    if recipe.problem_type != MULTI_LABEL:
+        return None
+    return recipe.threshold if recipe.threshold is not None else DEFAULT_THRESHOLD
+
+
 def label_info(recipe: Recipe, names: list[str]) -> LabelInfo:
     """labels.json for a run of `recipe` (lorakit.runfolder owns the file)."""
-    threshold = (recipe.threshold or 0.5) if recipe.problem_type == MULTI_LABEL else None
     return LabelInfo(label_names=list(names), text_columns=list(recipe.text_columns),
-                     max_seq_length=recipe.max_seq_length, problem_type=recipe.problem_type, threshold=threshold)
+                     max_seq_length=recipe.max_seq_length, problem_type=recipe.problem_type,
+                     threshold=decision_threshold(recipe))
 
 
 def with_class_weights(resolved, weights: list[float] | None):

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from .predictions import sigmoid
+from .predictions import DEFAULT_THRESHOLD, sigmoid
 from .runfolder import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 
 
@@ -55,7 +55,7 @@ def decide(logits: np.ndarray, problem_type: str = SINGLE_LABEL, threshold: floa
     if problem_type == REGRESSION:
         return logits.reshape(len(logits), -1)[:, 0]
     if problem_type == MULTI_LABEL:
-        return (sigmoid(logits) > (0.5 if threshold is None else threshold)).astype(np.int64)
+        return (sigmoid(logits) > (DEFAULT_THRESHOLD if threshold is None else threshold)).astype(np.int64)
     return logits.argmax(-1)
 
 
