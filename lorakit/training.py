@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from . import data as data_lib
-from . import allocator, hardware, modeling, report
+from . import allocator, evaluation, hardware, modeling, report, warmstart
 from .errors import UsageError
 from .fileio import check_output_dir, staged_folder, write_json_atomic
 from .recipe import Recipe, Resolved
@@ -87,15 +87,17 @@ def last_complete_checkpoint(output_dir: Path) -> str | None:
     return None
 
 
-def prepare(resolved: Resolved, *, load_weights: bool = True):
+def prepare(resolved: Resolved, *, load_weights: bool = True, seed: int = 42,
+            validation_rows: list[int] | None = None):
     """Everything up to a ready model: data checked and loaded, config, parameter report, model.
 
     The parameter count and the budget are checked on a weightless (meta-device) copy first, so a run over
     budget or with a bad LoRA target fails before any weights are read. With load_weights=False (a dry run)
-    the meta model is returned. Returns (task_data, config, model, report); raises UsageError.
+    the meta model is returned. `seed` and `validation_rows` go to data.load_task_data (validation carved from
+    train). Returns (task_data, config, model, report); raises UsageError.
     """
     recipe = resolved.recipe
-    task_data = data_lib.load_task_data(recipe)
+    task_data = data_lib.load_task_data(recipe, seed=seed, validation_rows=validation_rows)
     config = modeling.load_config(recipe, task_data.label_names)
     modeling.check_seq_length(recipe, config)
     model = modeling.build_model(recipe, config, random_weights=True)
@@ -103,9 +105,12 @@ def prepare(resolved: Resolved, *, load_weights: bool = True):
     modeling.check_budget(recipe, params)
     if recipe.head_learning_rate is not None:
         modeling.head_weights(recipe, config, model)  # fails before any weights are read
+    warm = warmstart.plan(recipe, model, task_data.label_names)  # likewise
     if load_weights:
         model = modeling.build_model(recipe, config)
         params = modeling.param_report(model)
+        if warm is not None:
+            warmstart.load(warm, model)
     return task_data, config, model, params
 
 
@@ -152,16 +157,21 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
         raise UsageError(f"invalid training arguments: {err}") from None
     setup_logging(args.process_index == 0)
     set_seed(args.seed)
+    stopping = evaluation.early_stopping(recipe, kwargs)
 
     with args.main_process_first(desc="loading data"):
-        task_data, config, model, params = prepare(resolved, load_weights=not recipe.dry_run)
+        task_data, config, model, params = prepare(
+            resolved, load_weights=not recipe.dry_run, seed=args.seed,
+            validation_rows=evaluation.saved_validation_rows(output_dir) if resume else None)
     log.info("recipe: %s%s", resolved.source,
              f" with overrides {', '.join(f'{k}={v}' for k, v in resolved.overrides.items())}"
              if resolved.overrides else "")
     log.info("model: %s (%s), method %s%s", recipe.model_name_or_path, config.model_type, recipe.method,
              f", LoRA r={recipe.lora_r} alpha={recipe.lora_alpha} on {modeling.target_modules(recipe, config)}"
              f"{' with DoRA' if recipe.use_dora else ''} ({recipe.lora_impl})" if recipe.method == "lora" else "")
-    log.info("data: %d train, %d eval rows, labels %s", len(task_data.train), len(task_data.eval),
+    log.info("data: %d train, %d eval%s rows%s, labels %s", len(task_data.train), len(task_data.eval),
+             f" ({recipe.validation_split_percentage:g}% of train)" if task_data.validation_rows is not None else "",
+             f", {len(task_data.test)} test rows scored once after training" if task_data.test is not None else "",
              task_data.label_names)
     log.info("device: %s x %d process(es); precision: %s; batch %d per device, %d effective",
              hardware.device_name(), args.world_size, hardware.precision_label(kwargs),
@@ -178,6 +188,9 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
     for line in prepare_step(model, recipe, half, args.device.type, sharded=bool(args.fsdp or args.deepspeed)):
         log.info(line)
 
+    if task_data.validation_rows is not None and args.process_index == 0:
+        evaluation.save_validation_rows(output_dir, task_data.validation_rows, recipe.validation_split_percentage,
+                                        args.seed)
     tokenizer = modeling.load_tokenizer(recipe)
     with args.main_process_first(desc="tokenising"):
         tokenized = data_lib.tokenize(task_data, tokenizer, recipe)
@@ -191,7 +204,7 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
     trainer = trainer_class()(model=model, args=args, train_dataset=tokenized.train, eval_dataset=tokenized.eval,
                       processing_class=tokenizer, data_collator=collator,
                       compute_metrics=_metrics_fn(recipe, task_data),
-                      callbacks=[*(callbacks or []), *([clock] if clock else [])])
+                      callbacks=[*(callbacks or []), *([clock] if clock else []), *stopping])
     if recipe.head_learning_rate is not None:
         trainer.head_learning_rate = recipe.head_learning_rate
         trainer.head_modules = modeling.head_modules(recipe, config)
@@ -209,6 +222,13 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
     final_eval = trainer.evaluate()
     metrics = report.summarize(trainer.state.log_history, final_eval, train_output, params.as_dict(),
                                recipe.headline_metric)
+    metrics.update(evaluation.stopping_summary(trainer.state, args))
+    info = LabelInfo(label_names=task_data.label_names, text_columns=list(recipe.text_columns),
+                     max_seq_length=recipe.max_seq_length)
+    tested = None
+    if task_data.test is not None:  # scored once, with the kept checkpoint; never used to choose it
+        tested = evaluation.predict_split(trainer, tokenized.test, task_data.test, info, recipe.metrics)
+        metrics.update(tested.metrics)
     clock = trainer.train_clock()  # Trainer may have swapped in its own copy (restore_callback_states_...)
     if resume and clock:
         metrics.update(clock.whole_run(train_output.metrics, trainer.state.max_steps,
@@ -216,7 +236,7 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
     # Under FSDP and DeepSpeed ZeRO-3 the weights are sharded: gathering them is a collective all ranks join.
     state_dict = trainer.accelerator.get_state_dict(trainer.model)
     if trainer.is_world_process_zero():
-        save_run(trainer, tokenizer, resolved, task_data.label_names, metrics, output_dir, state_dict=state_dict)
+        save_run(trainer, tokenizer, resolved, info, metrics, output_dir, state_dict=state_dict, tested=tested)
         log.info("saved adapter and metrics to %s: eval %s = %.4f", output_dir, recipe.headline_metric,
                  metrics.get(f"eval_{recipe.headline_metric}", float("nan")))
     trainer.accelerator.wait_for_everyone()
@@ -379,20 +399,22 @@ def _metrics_fn(recipe, task_data):
     return trainer_metrics(recipe.metrics, len(task_data.label_names))
 
 
-def save_run(trainer, tokenizer, resolved: Resolved, label_names: list[str], metrics: dict,
-             output_dir: Path, state_dict: dict | None = None) -> None:
-    """Write the adapter (head included), tokenizer, labels, recipe, metrics, log and plot, all or nothing.
+def save_run(trainer, tokenizer, resolved: Resolved, info: LabelInfo, metrics: dict,
+             output_dir: Path, state_dict: dict | None = None, tested=None) -> None:
+    """Write the adapter (head included), tokenizer, labels, recipe, metrics, log and plot, all or nothing; and
+    the test split's predictions, report and plot (`tested`, an evaluation.Scored) when there is one.
     `state_dict` is the model's full state gathered across processes when the weights are sharded."""
     recipe = resolved.recipe
     history = trainer.state.log_history
     with staged_folder(output_dir, last=METRICS_FILE) as stage:
         trainer.accelerator.unwrap_model(trainer.model).save_pretrained(stage, state_dict=state_dict)
         tokenizer.save_pretrained(stage)
-        write_labels(stage, LabelInfo(label_names=label_names, text_columns=list(recipe.text_columns),
-                                      max_seq_length=recipe.max_seq_length))
+        write_labels(stage, info)
         (stage / RECIPE_FILE).write_text(yaml.safe_dump(resolved.as_dict(), sort_keys=False))
         write_json_atomic(stage / LOG_FILE, history)
         report.plot_learning_curve(history, recipe.headline_metric, stage / CURVE_FILE,
                                    title=f"{recipe.task_name or 'run'}: {recipe.method} on "
                                          f"{Path(recipe.model_name_or_path).name}")
+        if tested is not None:
+            evaluation.write_files(stage, tested)
         write_json_atomic(stage / METRICS_FILE, metrics)

@@ -1,0 +1,238 @@
+"""Scoring a trained classifier on labelled rows, once: metrics, a per-class report, a predictions file, a plot.
+
+Training scores its test split (`test_split` / `test_file`) after the last epoch; score.py scores an adapter
+already trained on any labelled split or file. Both go through `score` and `write_files`, so both write the same
+files (named in lorakit.runfolder) with the same numbers. The metrics are lorakit.metrics', as during training.
+
+Also here: the other evaluation decisions of a run that are not the Trainer's own (the validation rows saved for
+a resume, early stopping and what metrics.json says about it).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics as metrics_lib
+from .errors import UsageError
+from .fileio import write_json_atomic
+from .predictions import softmax
+from .runfolder import (CLASS_REPORT_FILE, CONFUSION_FILE, PREDICTIONS_FILE, SINGLE_LABEL, VALIDATION_ROWS_FILE,
+                        LabelInfo)
+
+PREFIX = "test"  # metrics.json keys of the scored split: test_accuracy, test_report, ...
+
+
+@dataclass
+class Scored:
+    """A labelled split scored: per row its text(s), gold label id and the model's logits; the flat metrics
+    (test_<metric>, test_rows, test_report, test_confusion_matrix) that go into metrics.json."""
+
+    texts: list[tuple[str, ...]]
+    gold: np.ndarray
+    logits: np.ndarray
+    info: LabelInfo
+    metrics: dict
+
+
+def score(texts: list[tuple[str, ...]], gold: np.ndarray, logits: np.ndarray, info: LabelInfo,
+          metric_names: list[str]) -> Scored:
+    """Score `logits` (one row per text) against integer `gold` labels with the named metrics, plus sklearn's
+    per-class report and the confusion matrix. Raises UsageError for a problem type not scored yet."""
+    scorer = _SCORERS.get(info.problem_type)
+    if scorer is None:
+        raise UsageError(f"scoring a {info.problem_type} model on labelled rows is not supported yet (only "
+                         f"{', '.join(_SCORERS)}); drop test_split/test_file, or predict with infer.py")
+    gold, logits = np.asarray(gold), np.asarray(logits, dtype=np.float32)
+    return Scored(texts=texts, gold=gold, logits=logits, info=info,
+                  metrics=scorer(gold, logits, info, metric_names))
+
+
+def _single_label(gold: np.ndarray, logits: np.ndarray, info: LabelInfo, metric_names: list[str]) -> dict:
+    from sklearn.metrics import classification_report, confusion_matrix
+
+    count = len(info.label_names)
+    predicted = logits.argmax(-1)
+    values = metrics_lib.compute(metric_names, gold, predicted, count)
+    report = classification_report(gold, predicted, labels=list(range(count)), target_names=info.label_names,
+                                   output_dict=True, zero_division=0)
+    matrix = confusion_matrix(gold, predicted, labels=list(range(count)))
+    return {**{f"{PREFIX}_{k}": v for k, v in values.items()}, f"{PREFIX}_rows": int(len(gold)),
+            f"{PREFIX}_report": _plain(report), f"{PREFIX}_confusion_matrix": matrix.tolist()}
+
+
+_SCORERS = {SINGLE_LABEL: _single_label}
+
+
+def _plain(value):
+    """sklearn's report with NumPy scalars turned into JSON's numbers."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def write_files(folder: Path, scored: Scored) -> None:
+    """Write the predictions (CSV: text(, text_pair), gold, predicted, probability), the per-class report as a
+    Markdown table and the confusion-matrix plot into `folder` (metrics.json is the caller's)."""
+    names = scored.info.label_names
+    probs = softmax(scored.logits)
+    predicted = probs.argmax(-1)
+    text_header = ["text", "text_pair"][:len(scored.texts[0])] if scored.texts else ["text"]
+    with (folder / PREDICTIONS_FILE).open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([*text_header, "gold", "predicted", "probability"])
+        for texts, gold, best, p in zip(scored.texts, scored.gold.tolist(), predicted.tolist(), probs):
+            writer.writerow([*texts, names[gold], names[best], f"{p[best]:.6f}"])
+    (folder / CLASS_REPORT_FILE).write_text(report_table(scored.metrics[f"{PREFIX}_report"]), encoding="utf-8")
+    plot_confusion(np.asarray(scored.metrics[f"{PREFIX}_confusion_matrix"]), names, folder / CONFUSION_FILE)
+
+
+def report_table(report: dict) -> str:
+    """sklearn's classification_report (output_dict) as a Markdown table: one row per class, then the averages."""
+    lines = ["| label | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+    for label, row in report.items():
+        if label == "accuracy":  # a bare number: accuracy over every row
+            continue
+        lines.append(f"| {label} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1-score']:.4f} | "
+                     f"{int(row['support'])} |")
+    if "accuracy" in report:
+        lines.append(f"\naccuracy: {report['accuracy']:.4f}")
+    return "\n".join(lines) + "\n"
+
+
+def plot_confusion(matrix: np.ndarray, names: list[str], path: Path) -> None:
+    """Counts of gold (rows) against predicted (columns) labels, as a PNG."""
+    from matplotlib.figure import Figure  # a Figure alone draws with Agg: no display and no global backend
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    side = 2.5 + 0.6 * len(names)
+    fig = Figure(figsize=(side + 1, side))
+    ax = fig.add_subplot()
+    ConfusionMatrixDisplay(matrix, display_labels=names).plot(ax=ax, cmap="Blues", xticks_rotation=45,
+                                                               colorbar=False)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    ax.set_title(f"confusion matrix ({int(matrix.sum())} rows)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The test step of training
+
+def predict_split(trainer, tokenized, labelled, info: LabelInfo, metric_names: list[str]) -> Scored:
+    """Score the trainer's model (the kept checkpoint, after load_best_model_at_end) on a test split: `tokenized`
+    is what the model reads, `labelled` the same rows with their texts and `labels`. Every process joins in."""
+    output = trainer.predict(tokenized, metric_key_prefix=PREFIX)
+    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    texts = list(zip(*(labelled[c] for c in info.text_columns)))
+    return score(texts, np.asarray(labelled["labels"]), logits, info, metric_names)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Validation rows and early stopping
+
+def saved_validation_rows(folder: Path) -> list[int] | None:
+    """The train rows a run carved out for validation, as it saved them in `folder` (None if it saved none)."""
+    path = folder / VALIDATION_ROWS_FILE
+    if not path.is_file():
+        return None
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+    except (ValueError, KeyError, TypeError):
+        raise UsageError(f"{str(path)!r} is damaged; start the run afresh with another --output_dir") from None
+    return [int(i) for i in rows]
+
+
+def save_validation_rows(folder: Path, rows: list[int], percentage: float, seed: int) -> None:
+    write_json_atomic(folder / VALIDATION_ROWS_FILE, {"validation_split_percentage": percentage, "seed": seed,
+                                                      "rows": rows})
+
+
+def early_stopping(recipe, training: dict) -> list:
+    """transformers' EarlyStoppingCallback when the recipe asks for it (else nothing); `training` are the
+    TrainingArguments kwargs, checked here so that a bad combination fails before any data are read."""
+    if recipe.early_stopping_patience is None:
+        return []
+    if not training.get("load_best_model_at_end"):
+        raise UsageError("early_stopping_patience needs load_best_model_at_end: true (the run keeps the best "
+                         "checkpoint, not the last); set it, or leave early_stopping_patience unset")
+    if training.get("eval_strategy") in (None, "no"):
+        raise UsageError("early_stopping_patience needs evaluations during training; set eval_strategy to steps "
+                         "or epoch")
+    from transformers import EarlyStoppingCallback
+
+    return [EarlyStoppingCallback(recipe.early_stopping_patience, recipe.early_stopping_threshold)]
+
+
+def stopping_summary(state, args) -> dict:
+    """Where training stopped and which checkpoint it kept, for metrics.json (empty when it kept the last)."""
+    if not args.load_best_model_at_end:
+        return {}
+    return {"stopped_at_step": state.global_step, "max_steps": state.max_steps,
+            "stopped_early": state.global_step < state.max_steps,
+            "best_model_checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None,
+            "best_metric": state.best_metric}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Eval-only: an adapter trained before, scored on a labelled split or file (score.py)
+
+DEFAULT_METRICS = ["accuracy", "f1_macro"]  # for a folder without the recipe that names its metrics
+
+
+def score_adapter(adapter: str, output_dir: Path, *, data: dict, metrics: list[str] | None = None,
+                  base_model: str | None = None, precision: str = "fp32", batch_size: int = 64,
+                  overwrite: bool = False) -> dict:
+    """Score `adapter` (an output folder of train.py, a Hub id or a merged export) on labelled rows and write
+    metrics.json and the files of the test step into `output_dir`, never into the adapter's folder. `data` holds
+    recipe keys naming the rows: test_file or dataset_name (+ dataset_config_name) and test_split,
+    label_column_name, text_column_names (default: the adapter's), max_test_samples. The data and the output
+    folder are checked before the model loads. Returns the metrics written."""
+    import yaml
+
+    from . import data as data_lib
+    from .fileio import staged_folder
+    from .inference import Classifier, read_folder, resolve_adapter
+    from .recipe import KNOWN_METRICS, Recipe
+    from .runfolder import METRICS_FILE, RECIPE_FILE, read_json
+    from .textio import Row
+
+    folder = read_folder(resolve_adapter(adapter), base_model)
+    out = output_dir.expanduser().resolve()
+    if out == folder.path.resolve() or folder.path.resolve() in out.parents:
+        raise UsageError(f"output_dir {str(output_dir)!r} is inside the adapter's folder {str(folder.path)!r}; "
+                         "pass a folder of its own")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
+        raise UsageError(f"output_dir {str(output_dir)!r} {'is a file' if not out.is_dir() else 'is not empty'}; "
+                         "pass a new folder" + (", or --overwrite" if out.is_dir() else ""))
+    saved = yaml.safe_load((folder.path / RECIPE_FILE).read_text(encoding="utf-8")) \
+        if (folder.path / RECIPE_FILE).is_file() else {}
+    metrics = list(metrics or saved.get("metrics") or DEFAULT_METRICS)
+    unknown = [m for m in metrics if m not in KNOWN_METRICS]
+    if unknown:
+        raise UsageError(f"metric {unknown[0]!r} is unknown; choose from {', '.join(KNOWN_METRICS)}")
+    names = folder.label_names or [v for _, v in sorted(
+        (int(k), v) for k, v in read_json(folder.path / "config.json", "model config")["id2label"].items())]
+    columns = data.get("text_column_names") or folder.text_columns
+    if len(columns) != len(folder.text_columns):
+        raise UsageError(f"text_column_names names {len(columns)} column(s) but the adapter reads "
+                         f"{len(folder.text_columns)}; name {len(folder.text_columns)}")
+    recipe = Recipe(**{**data, "text_column_names": list(columns)})
+    rows = data_lib.load_test_data(recipe, names)
+    info = LabelInfo(label_names=names, text_columns=list(columns), max_seq_length=folder.max_seq_length)
+    classifier = Classifier.from_folder(folder, precision=precision, batch_size=batch_size)
+    texts = list(zip(*(rows[c] for c in columns)))
+    logits = classifier.logits([Row(*t) for t in texts]).numpy()
+    scored = score(texts, np.asarray(rows["labels"]), logits, info, metrics)
+    where = data.get("test_file") or f"{data.get('dataset_name')}" \
+        f"{'/' + data['dataset_config_name'] if data.get('dataset_config_name') else ''}:{data.get('test_split')}"
+    result = {"adapter": str(adapter), "data": where, "truncated_rows": classifier.truncated, **scored.metrics}
+    with staged_folder(out, last=METRICS_FILE) as stage:
+        write_files(stage, scored)
+        write_json_atomic(stage / METRICS_FILE, result)
+    return result
