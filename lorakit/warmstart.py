@@ -100,14 +100,19 @@ def plan(recipe: Recipe, model: torch.nn.Module, label_names: list[str]) -> Warm
 
 def load(warm: WarmStart, model: torch.nn.Module) -> None:
     """Copy the planned tensors of the source adapter into the run's (weighted) PEFT model, in place."""
-    from peft import set_peft_model_state_dict
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors import safe_open
 
+    # The run's own state in the saved layout, the planned tensors put over it: PEFT's loader wants every
+    # modules_to_save tensor, and those not planned keep the run's fresh values.
+    state = get_peft_model_state_dict(model)
     with safe_open(str(warm.path / ADAPTER_FILES[1]), framework="pt") as fh:
-        tensors = {k: fh.get_tensor(k) for k in warm.keys}
-    result = set_peft_model_state_dict(model, tensors)
-    unexpected = getattr(result, "unexpected_keys", None) or []
-    if unexpected:
-        raise UsageError(f"init_adapter {str(warm.path)!r} holds {unexpected[0]}, which the run's model lacks; "
-                         "warm-start from an adapter of the same base model and settings")
+        for key in warm.keys:
+            value = fh.get_tensor(key)
+            if key not in state or state[key].shape != value.shape:
+                raise UsageError(f"init_adapter {str(warm.path)!r} holds {key} {list(value.shape)}, which the run's "
+                                 "model lacks or shapes otherwise; warm-start from an adapter of the same base model "
+                                 "and LoRA settings")
+            state[key] = value
+    set_peft_model_state_dict(model, state)
     log.info(warm.describe())
