@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from collections import Counter
 
 import datasets
@@ -108,6 +109,20 @@ def test_checkpoint_choice_never_reads_test(agnews_run):
         assert f"| {name} |" in table
 
 
+def test_a_resumed_run_keeps_the_saved_validation_rows(agnews_run, tiny_roberta, tmp_path):
+    out, _, _ = agnews_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    rows = json.loads((copy / VALIDATION_ROWS_FILE).read_text())["rows"]
+    # Another seed would carve other rows; the resumed run reads the saved ones instead.
+    assert data_lib.load_task_data(agnews().recipe, seed=7).validation_rows != rows
+    recorder = Recorder()
+    training.run(agnews("--model_name_or_path", str(tiny_roberta), *AG_TINY, "--max_train_samples", "48",
+                        "--max_test_samples", "8", "--seed", "7", "--resume_from_checkpoint", "latest",
+                        "--output_dir", str(copy)), callbacks=[recorder])
+    assert json.loads((copy / VALIDATION_ROWS_FILE).read_text())["rows"] == rows and recorder.evaluated == [100]
+
+
 def test_eval_only_matches_what_training_reported_on_the_same_rows(agnews_run, tmp_path):
     out, metrics, _ = agnews_run
     before = tree(out)
@@ -182,11 +197,11 @@ def test_early_stopping_stops_when_the_metric_plateaus(tiny_roberta, tmp_path):
     # learning_rate 0: the metric never moves, so one evaluation without improvement ends the run.
     out = tmp_path / "run"
     resolved = parse_recipe(["--task", "sst2", "--model_name_or_path", str(tiny_roberta), "--dataset_name",
-                             str(GLUE), *QUICK, "--max_train_samples", "128", "--eval_strategy", "steps",
+                             str(GLUE), *QUICK, "--eval_strategy", "steps",
                              "--eval_steps", "1", "--save_strategy", "steps", "--save_steps", "1",
                              "--learning_rate", "0", "--early_stopping_patience", "1", "--output_dir", str(out)])
     metrics = training.run(resolved)
-    assert metrics["max_steps"] == 8 and metrics["stopped_at_step"] == 2 and metrics["stopped_early"] is True
+    assert metrics["max_steps"] == 4 and metrics["stopped_at_step"] == 2 and metrics["stopped_early"] is True
     assert metrics["best_model_checkpoint"] == "checkpoint-1"
     assert json.loads((out / METRICS_FILE).read_text())["stopped_at_step"] == 2
 
@@ -246,3 +261,12 @@ def test_warm_start_from_another_base_or_other_targets_is_refused(agnews_run, ti
                          load_weights=False)
     with pytest.raises(UsageError, match="has LoRA rank 8 but the run's lora_r is 4"):
         training.prepare(_sst2(tiny_roberta, "--init_adapter", str(out), "--lora_r", "4"), load_weights=False)
+
+
+def test_the_model_card_reports_the_test_split(agnews_run):
+    from lorakit.hub import build_card, read_run
+
+    out, metrics, _ = agnews_run
+    card = str(build_card(read_run(out), "user/agnews"))
+    assert "On the test split:" in card and f"| {metrics['test_accuracy']:.4f} |" in card
+    assert "split: test" in card
