@@ -21,15 +21,17 @@ def parse_args(argv: list[str]):
     parser = ArgumentParser(prog="score.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--adapter", required=True, help="output folder of train.py, Hub repo id or merged export")
     parser.add_argument("--base_model", help="backbone to load the adapter on, instead of the one it names")
-    parser.add_argument("--file", help="labelled rows: .csv, .json/.jsonl or .parquet")
+    parser.add_argument("--file", "--test_file", dest="file", help="labelled rows: .csv, .json/.jsonl or .parquet")
     parser.add_argument("--dataset_name", help="or a Hub dataset id / local folder laid out like one")
     parser.add_argument("--dataset_config_name", help="its configuration, e.g. sst2 for nyu-mll/glue")
-    parser.add_argument("--split", default="test", help="split of --dataset_name to score (default test)")
+    parser.add_argument("--split", "--test_split", dest="split", default="test",
+                        help="split of --dataset_name to score (default test)")
     parser.add_argument("--label_column_name", default="label", help="column holding the gold label (default label)")
     parser.add_argument("--text_column_names", help="text column(s), comma-separated for pairs (default: the "
                                                     "columns the adapter was trained on)")
     parser.add_argument("--metrics", help="comma-separated; default: the adapter's recipe's, else accuracy,f1_macro")
-    parser.add_argument("--max_samples", type=int, help="score the first N rows only")
+    parser.add_argument("--max_samples", "--max_test_samples", dest="max_samples", type=int,
+                        help="score the first N rows only")
     parser.add_argument("--output_dir", required=True, type=Path, help="folder for the results (new or empty)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --output_dir")
     parser.add_argument("--batch_size", type=int, default=64, help="rows per forward pass (default 64)")

@@ -237,8 +237,10 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
     state_dict = trainer.accelerator.get_state_dict(trainer.model)
     if trainer.is_world_process_zero():
         save_run(trainer, tokenizer, resolved, info, metrics, output_dir, state_dict=state_dict, tested=tested)
-        log.info("saved adapter and metrics to %s: eval %s = %.4f", output_dir, recipe.headline_metric,
-                 metrics.get(f"eval_{recipe.headline_metric}", float("nan")))
+        log.info("saved adapter and metrics to %s: eval %s = %.4f%s", output_dir, recipe.headline_metric,
+                 metrics.get(f"eval_{recipe.headline_metric}", float("nan")),
+                 f", test {recipe.headline_metric} = {metrics[f'test_{recipe.headline_metric}']:.4f}"
+                 if tested is not None else "")
     trainer.accelerator.wait_for_everyone()
     return metrics
 

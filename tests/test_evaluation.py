@@ -21,6 +21,7 @@ from conftest import AG_NEWS, GLUE, QUICK, make_tiny_model, run_script, tree
 from lorakit import data as data_lib
 from lorakit import evaluation, training
 from lorakit.errors import UsageError
+from lorakit.inference import export_merged
 from lorakit.recipe import parse_recipe
 from lorakit.runfolder import (CLASS_REPORT_FILE, CONFUSION_FILE, METRICS_FILE, PREDICTIONS_FILE,
                                VALIDATION_ROWS_FILE)
@@ -137,6 +138,12 @@ def test_eval_only_matches_what_training_reported_on_the_same_rows(agnews_run, t
     assert [r["predicted"] for r in trained] == [r["predicted"] for r in again]
     assert np.allclose([float(r["probability"]) for r in trained], [float(r["probability"]) for r in again],
                        atol=1e-4)
+    # A merged export of the adapter scores the same.
+    merged = export_merged(str(out), tmp_path / "merged")
+    exported = evaluation.score_adapter(str(merged), tmp_path / "scored-merged", data={
+        "dataset_name": str(AG_NEWS), "test_split": "test", "max_test_samples": TEST_ROWS})
+    assert exported["test_confusion_matrix"] == metrics["test_confusion_matrix"]
+    assert exported["test_accuracy"] == metrics["test_accuracy"]
 
 
 def test_score_py_on_a_labelled_file(agnews_run, tmp_path):
