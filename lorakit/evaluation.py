@@ -124,21 +124,29 @@ def plot_confusion(matrix: np.ndarray, names: list[str], path: Path) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # The test step of training
 
-def predict_split(trainer, tokenized, labelled, info: LabelInfo, metric_names: list[str]) -> Scored:
-    """Score the trainer's model (the kept checkpoint, after load_best_model_at_end) on a test split: `tokenized`
-    is what the model reads, `labelled` the same rows with their texts and `labels`. Every process joins in."""
-    output = trainer.predict(tokenized, metric_key_prefix=PREFIX)
+def test_step(trainer, tokenized, task_data, recipe) -> Scored | None:
+    """Score the trainer's model (the kept checkpoint, after load_best_model_at_end) on the run's test split, or
+    None without one: `tokenized.test` is what the model reads, `task_data.test` the same rows with their texts
+    and labels. Every process joins in (Trainer gathers the predictions)."""
+    if task_data.test is None:
+        return None
+    info = LabelInfo(label_names=task_data.label_names, text_columns=list(recipe.text_columns),
+                     max_seq_length=recipe.max_seq_length)
+    output = trainer.predict(tokenized.test, metric_key_prefix=PREFIX)
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-    texts = list(zip(*(labelled[c] for c in info.text_columns)))
-    return score(texts, np.asarray(labelled["labels"]), logits, info, metric_names)
+    texts = list(zip(*(task_data.test[c] for c in info.text_columns)))
+    return score(texts, np.asarray(task_data.test["labels"]), logits, info, recipe.metrics)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Validation rows and early stopping
 
-def saved_validation_rows(folder: Path) -> list[int] | None:
-    """The train rows a run carved out for validation, as it saved them in `folder` (None if it saved none)."""
-    path = folder / VALIDATION_ROWS_FILE
+def saved_validation_rows(checkpoint: str | None) -> list[int] | None:
+    """The train rows a run carved out for validation, as it saved them beside `checkpoint` (the checkpoint a run
+    resumes from); None for a fresh run or a run that saved none."""
+    if checkpoint is None:
+        return None
+    path = Path(checkpoint).parent / VALIDATION_ROWS_FILE
     if not path.is_file():
         return None
     try:
@@ -148,20 +156,22 @@ def saved_validation_rows(folder: Path) -> list[int] | None:
     return [int(i) for i in rows]
 
 
-def save_validation_rows(folder: Path, rows: list[int], percentage: float, seed: int) -> None:
-    write_json_atomic(folder / VALIDATION_ROWS_FILE, {"validation_split_percentage": percentage, "seed": seed,
-                                                      "rows": rows})
+def save_validation_rows(task_data, args) -> None:
+    """Save the train rows carved out for validation (if any) in the run's folder, beside its checkpoints."""
+    if task_data.validation_rows is not None and args.process_index == 0:
+        write_json_atomic(Path(args.output_dir) / VALIDATION_ROWS_FILE, {"seed": args.seed,
+                                                                         "rows": task_data.validation_rows})
 
 
-def early_stopping(recipe, training: dict) -> list:
-    """transformers' EarlyStoppingCallback when the recipe asks for it (else nothing); `training` are the
-    TrainingArguments kwargs, checked here so that a bad combination fails before any data are read."""
+def early_stopping(recipe, args) -> list:
+    """transformers' EarlyStoppingCallback when the recipe asks for it (else nothing), checked against the
+    TrainingArguments `args` so that a bad combination fails before any data are read."""
     if recipe.early_stopping_patience is None:
         return []
-    if not training.get("load_best_model_at_end"):
+    if not args.load_best_model_at_end:
         raise UsageError("early_stopping_patience needs load_best_model_at_end: true (the run keeps the best "
                          "checkpoint, not the last); set it, or leave early_stopping_patience unset")
-    if training.get("eval_strategy") in (None, "no"):
+    if args.eval_strategy == "no":
         raise UsageError("early_stopping_patience needs evaluations during training; set eval_strategy to steps "
                          "or epoch")
     from transformers import EarlyStoppingCallback

@@ -98,6 +98,14 @@ def plan(recipe: Recipe, model: torch.nn.Module, label_names: list[str]) -> Warm
     return WarmStart(path=path, keys=keys, head=head)
 
 
+def init(recipe: Recipe, model: torch.nn.Module, label_names: list[str]) -> None:
+    """Warm-start `model` from `recipe.init_adapter` (nothing without one): checked against the run, then loaded
+    unless `model` is the weightless copy of a dry run."""
+    warm = plan(recipe, model, label_names)
+    if warm is not None and not any(p.is_meta for p in model.parameters()):
+        load(warm, model)
+
+
 def load(warm: WarmStart, model: torch.nn.Module) -> None:
     """Copy the planned tensors of the source adapter into the run's (weighted) PEFT model, in place."""
     from peft import get_peft_model_state_dict, set_peft_model_state_dict

@@ -1,4 +1,4 @@
-"""The scratch LoRA layer (adapters/lora.py): its maths, and that it is interchangeable with PEFT's own layer."""
+"""The scratch LoRA layer (lorakit/adapters/lora.py): its maths, and that it is interchangeable with PEFT's own layer."""
 
 import copy
 import json
@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModelForSequenceClassification, BertConfig, RobertaConfig
 
-import adapters
-from adapters import LoraLinear
+from lorakit import adapters
+from lorakit.adapters import LoraLinear
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(

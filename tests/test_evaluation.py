@@ -5,6 +5,7 @@ starts from another adapter. Tiny random backbones, few rows, in-process except 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import shutil
 from collections import Counter
@@ -17,9 +18,9 @@ from safetensors.torch import load_file
 from sklearn.metrics import f1_score
 from transformers import TrainerCallback
 
-from conftest import AG_NEWS, GLUE, QUICK, make_tiny_model, run_script, tree
+from conftest import AG_NEWS, GLUE, QUICK, REPO, make_tiny_model, run_script, tree
 from lorakit import data as data_lib
-from lorakit import evaluation, training
+from lorakit import evaluation, modeling, warmstart
 from lorakit.errors import UsageError
 from lorakit.inference import export_merged
 from lorakit.recipe import parse_recipe
@@ -29,6 +30,26 @@ from lorakit.runfolder import (CLASS_REPORT_FILE, CONFUSION_FILE, METRICS_FILE, 
 AG_TINY = ["--max_seq_length", "64", "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "64",
            "--logging_steps", "1", "--num_train_epochs", "1"]
 TEST_ROWS = 48
+
+
+def _train_function():
+    """train.py's `train`, the run's steps, called in-process."""
+    spec = importlib.util.spec_from_file_location("train_script", REPO / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.train
+
+
+train = _train_function()
+
+
+def prepare(resolved, load_weights: bool = True):
+    """The model of train.py's steps 3 and 4 (data, model, warm start), at step 0."""
+    recipe = resolved.recipe
+    names = data_lib.load_task_data(recipe).label_names
+    _, model, _ = modeling.prepare(recipe, names, load_weights=load_weights)
+    warmstart.init(recipe, model, names)
+    return model
 
 
 def agnews(*extra: str):
@@ -89,7 +110,7 @@ def agnews_run(tiny_roberta, tmp_path_factory):
     resolved = agnews("--model_name_or_path", str(tiny_roberta), *AG_TINY, "--max_train_samples", "48",
                       "--max_test_samples", str(TEST_ROWS), "--eval_steps", "1", "--save_steps", "1",
                       "--learning_rate", "5e-3", "--warmup_steps", "0", "--output_dir", str(out))
-    metrics = training.run(resolved, callbacks=[recorder])
+    metrics = train(resolved, callbacks=(recorder,))
     return out, metrics, recorder
 
 
@@ -118,9 +139,9 @@ def test_a_resumed_run_keeps_the_saved_validation_rows(agnews_run, tiny_roberta,
     # Another seed would carve other rows; the resumed run reads the saved ones instead.
     assert data_lib.load_task_data(agnews().recipe, seed=7).validation_rows != rows
     recorder = Recorder()
-    training.run(agnews("--model_name_or_path", str(tiny_roberta), *AG_TINY, "--max_train_samples", "48",
+    train(agnews("--model_name_or_path", str(tiny_roberta), *AG_TINY, "--max_train_samples", "48",
                         "--max_test_samples", "8", "--seed", "7", "--resume_from_checkpoint", "latest",
-                        "--output_dir", str(copy)), callbacks=[recorder])
+                        "--output_dir", str(copy)), callbacks=(recorder,))
     assert json.loads((copy / VALIDATION_ROWS_FILE).read_text())["rows"] == rows and recorder.evaluated == [100]
 
 
@@ -194,7 +215,7 @@ def test_a_test_file_without_the_label_column_fails_before_training(tiny_roberta
     resolved = parse_recipe(["--task", "sst2", "--model_name_or_path", str(tiny_roberta), "--dataset_name",
                              str(GLUE), "--test_file", str(bad), "--dry_run"])
     with pytest.raises(UsageError, match=r"column 'label' not found in the test data of test file"):
-        training.run(resolved)
+        train(resolved)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -207,7 +228,7 @@ def test_early_stopping_stops_when_the_metric_plateaus(tiny_roberta, tmp_path):
                              str(GLUE), *QUICK, "--eval_strategy", "steps",
                              "--eval_steps", "1", "--save_strategy", "steps", "--save_steps", "1",
                              "--learning_rate", "0", "--early_stopping_patience", "1", "--output_dir", str(out)])
-    metrics = training.run(resolved)
+    metrics = train(resolved)
     assert metrics["max_steps"] == 4 and metrics["stopped_at_step"] == 2 and metrics["stopped_early"] is True
     assert metrics["best_model_checkpoint"] == "checkpoint-1"
     assert json.loads((out / METRICS_FILE).read_text())["stopped_at_step"] == 2
@@ -218,7 +239,7 @@ def test_early_stopping_needs_load_best_model_at_end(tiny_roberta, tmp_path):
                              str(GLUE), "--early_stopping_patience", "2", "--load_best_model_at_end", "false",
                              "--output_dir", str(tmp_path / "run")])
     with pytest.raises(UsageError, match="early_stopping_patience needs load_best_model_at_end"):
-        training.run(resolved)
+        train(resolved)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -232,7 +253,7 @@ def _sst2(model, *extra):
 def test_warm_start_takes_the_lora_matrices_and_gives_a_new_head(agnews_run, tiny_roberta):
     out, _, _ = agnews_run
     source = load_file(str(out / "adapter_model.safetensors"))
-    _, _, model, _ = training.prepare(_sst2(tiny_roberta, "--init_adapter", str(out)))
+    model = prepare(_sst2(tiny_roberta, "--init_adapter", str(out)))
     params = dict(model.named_parameters())
     lora = {k: v for k, v in source.items() if ".lora_" in k}
     assert len(lora) == 8 and any(v.abs().sum() > 0 for k, v in lora.items() if "lora_B" in k)
@@ -249,8 +270,8 @@ def test_warm_start_takes_the_lora_matrices_and_gives_a_new_head(agnews_run, tin
 def test_warm_start_on_the_same_labels_takes_the_head_too(agnews_run, tiny_roberta):
     out, _, _ = agnews_run
     source = load_file(str(out / "adapter_model.safetensors"))
-    _, _, model, _ = training.prepare(agnews("--model_name_or_path", str(tiny_roberta), "--max_seq_length", "64",
-                                             "--max_train_samples", "16", "--init_adapter", str(out)))
+    model = prepare(agnews("--model_name_or_path", str(tiny_roberta), "--max_seq_length", "64",
+                           "--max_train_samples", "16", "--init_adapter", str(out)))
     params = dict(model.named_parameters())
     for part in ("dense.weight", "out_proj.weight", "out_proj.bias"):
         assert torch.equal(params[f"base_model.model.classifier.modules_to_save.default.{part}"].detach(),
@@ -261,13 +282,13 @@ def test_warm_start_from_another_base_or_other_targets_is_refused(agnews_run, ti
     out, _, _ = agnews_run
     other = make_tiny_model("roberta", tmp_path / "other-roberta", seed=1)
     with pytest.raises(UsageError, match=rf"trained on base model '{tiny_roberta}'.*model_name_or_path is '{other}'"):
-        training.prepare(_sst2(other, "--init_adapter", str(out)), load_weights=False)
+        prepare(_sst2(other, "--init_adapter", str(out)), load_weights=False)
     with pytest.raises(UsageError, match=r"adapts query,value \(4 modules\) but the run adapts key,query,value "
                                          r"\(6 modules\)"):
-        training.prepare(_sst2(tiny_roberta, "--init_adapter", str(out), "--lora_target_modules", "query,key,value"),
+        prepare(_sst2(tiny_roberta, "--init_adapter", str(out), "--lora_target_modules", "query,key,value"),
                          load_weights=False)
     with pytest.raises(UsageError, match="has LoRA rank 8 but the run's lora_r is 4"):
-        training.prepare(_sst2(tiny_roberta, "--init_adapter", str(out), "--lora_r", "4"), load_weights=False)
+        prepare(_sst2(tiny_roberta, "--init_adapter", str(out), "--lora_r", "4"), load_weights=False)
 
 
 def test_the_model_card_reports_the_test_split(agnews_run):
