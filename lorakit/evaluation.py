@@ -106,14 +106,22 @@ def report_table(report: dict) -> str:
 
 def plot_confusion(matrix: np.ndarray, names: list[str], path: Path) -> None:
     """Counts of gold (rows) against predicted (columns) labels, as a PNG."""
-    from matplotlib.figure import Figure  # a Figure alone draws with Agg: no display and no global backend
-    from sklearn.metrics import ConfusionMatrixDisplay
+    # A Figure alone draws with Agg: no display, no pyplot, no global backend (sklearn's ConfusionMatrixDisplay
+    # imports pyplot).
+    from matplotlib.figure import Figure
 
     side = 2.5 + 0.6 * len(names)
     fig = Figure(figsize=(side + 1, side))
     ax = fig.add_subplot()
-    ConfusionMatrixDisplay(matrix, display_labels=names).plot(ax=ax, cmap="Blues", xticks_rotation=45,
-                                                               colorbar=False)
+    ax.imshow(matrix, cmap="Blues")
+    ticks = list(range(len(names)))
+    ax.set_xticks(ticks, names, rotation=45, ha="right")
+    ax.set_yticks(ticks, names)
+    middle = matrix.max() / 2 if matrix.size else 0
+    for i in ticks:
+        for j in ticks:
+            ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center",
+                    color="white" if matrix[i, j] > middle else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("gold")
     ax.set_title(f"confusion matrix ({int(matrix.sum())} rows)")
