@@ -65,8 +65,6 @@ def _single_label(gold: np.ndarray, logits: np.ndarray, info: LabelInfo, metric_
             f"{PREFIX}_report": _plain(report), f"{PREFIX}_confusion_matrix": matrix.tolist()}
 
 
-_SCORERS = {SINGLE_LABEL: _single_label}
-
 
 def _plain(value):
     """sklearn's report with NumPy scalars turned into JSON's numbers."""
@@ -76,8 +74,14 @@ def _plain(value):
 
 
 def write_files(folder: Path, scored: Scored) -> None:
-    """Write the predictions (CSV: text(, text_pair), gold, predicted, probability), the per-class report as a
-    Markdown table and the confusion-matrix plot into `folder` (metrics.json is the caller's)."""
+    """Write the predictions file, the report and the plot of the problem type into `folder` (metrics.json is
+    the caller's)."""
+    _WRITERS[scored.info.problem_type](folder, scored)
+
+
+def _write_single_label(folder: Path, scored: Scored) -> None:
+    """Predictions (CSV: text(, text_pair), gold, predicted, probability), the per-class report as a Markdown
+    table, the confusion-matrix plot."""
     names = scored.info.label_names
     probs = softmax(scored.logits)
     predicted = probs.argmax(-1)
@@ -89,6 +93,11 @@ def write_files(folder: Path, scored: Scored) -> None:
             writer.writerow([*texts, names[gold], names[best], f"{p[best]:.6f}"])
     (folder / CLASS_REPORT_FILE).write_text(report_table(scored.metrics[f"{PREFIX}_report"]), encoding="utf-8")
     plot_confusion(np.asarray(scored.metrics[f"{PREFIX}_confusion_matrix"]), names, folder / CONFUSION_FILE)
+
+
+# Per problem type (lorakit.runfolder): what is scored, and which files show it.
+_SCORERS = {SINGLE_LABEL: _single_label}
+_WRITERS = {SINGLE_LABEL: _write_single_label}
 
 
 def report_table(report: dict) -> str:
