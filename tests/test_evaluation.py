@@ -298,3 +298,12 @@ def test_the_model_card_reports_the_test_split(agnews_run):
     card = str(build_card(read_run(out), "user/agnews"))
     assert "On the test split:" in card and f"| {metrics['test_accuracy']:.4f} |" in card
     assert "split: test" in card
+
+
+@pytest.mark.parametrize("problem_type", ["regression", "multi_label_classification"])
+def test_scoring_other_problem_types_is_refused_in_one_line(problem_type):
+    from lorakit.runfolder import LabelInfo
+
+    info = LabelInfo(label_names=["a", "b"], text_columns=["text"], problem_type=problem_type)
+    with pytest.raises(UsageError, match=f"scoring a {problem_type} model on labelled rows is not supported yet"):
+        evaluation.score([("x",)], np.array([0]), np.zeros((1, 2)), info, ["accuracy"])
