@@ -19,7 +19,8 @@ def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
     (transformers.TrainerCallback) go to the Trainer: the benchmark times steps with one."""
     from transformers import set_seed
 
-    from lorakit import data, evaluation, modeling, training, warmstart
+    from lorakit import data, evaluation, labels, modeling, training, warmstart
+    from lorakit.loss import weighted_loss
     from lorakit.trainer import KitTrainer, TrainClock
 
     recipe = resolved.recipe
@@ -40,6 +41,7 @@ def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
         config, model, params = modeling.prepare(recipe, task_data.label_names, load_weights=not recipe.dry_run)
         warmstart.init(recipe, model, task_data.label_names)
     training.log_resolution(resolved, args, config, model, task_data, params, notes)
+    resolved = labels.with_class_weights(resolved, task_data.class_weights)  # `balanced` saved as its numbers
     if recipe.dry_run:
         return None
     training.speed_up(model, recipe, args)  # frozen linears in bf16; on CPU, lorakit.cpu's dropout and attention
@@ -58,6 +60,7 @@ def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
         eval_dataset=tokenized.eval, processing_class=tokenizer, data_collator=data.PaddingCollator(tokenizer),
         compute_metrics=training.compute_metrics(recipe, task_data),
         callbacks=[*callbacks, *filter(None, [clock]), *stopping],
+        compute_loss_func=weighted_loss(task_data.problem_type, task_data.class_weights),  # None: the model's loss
         head_learning_rate=recipe.head_learning_rate, head_modules=modeling.head_modules(recipe, config),
         loraplus_lr_ratio=recipe.loraplus_lr_ratio)
 

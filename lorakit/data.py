@@ -2,28 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-from datasets import ClassLabel, Dataset, DatasetDict
+from datasets import Dataset, DatasetDict
 from transformers import DataCollatorWithPadding
 
+from . import labels
 from .errors import UsageError
 from .recipe import Recipe
+from .runfolder import REGRESSION, SINGLE_LABEL
 
 _FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
 @dataclass
 class TaskData:
-    """Train and eval splits with integer labels, and the label names in id order; the test split scored once after
-    training (None without test_split/test_file), and the train rows carved out for validation (None unless
+    """Train and eval splits with their targets in a `labels` column (lorakit.labels), the label names in id
+    order, and what the loss and the metrics need to know about them; the test split scored once after training
+    (None without test_split/test_file), and the train rows carved out for validation (None unless
     validation_split_percentage)."""
 
     train: Dataset
     eval: Dataset
     label_names: list[str]
+    problem_type: str = SINGLE_LABEL
+    class_weights: list[float] | None = None  # per class, or per label as BCE's pos_weight
+    pos_label: int = 1  # the class metric f1 scores
+    threshold: float | None = None  # multi-label decision threshold
     test: Dataset | None = None
     validation_rows: list[int] | None = None
 
@@ -104,57 +112,11 @@ def _pick_split(ds: DatasetDict, split: str, key: str, source: str) -> Dataset:
     return ds[split]
 
 
-def _label_names(recipe: Recipe, train: Dataset) -> list[str]:
-    if recipe.label_names:
-        return list(recipe.label_names)
-    feature = train.features[recipe.label_column_name]
-    if isinstance(feature, ClassLabel):
-        return list(feature.names)
-    # Users' own files: take the label set from the data, sorted so that ids are stable across runs.
-    return [str(v) for v in sorted(set(train[recipe.label_column_name]))]
-
-
-def _to_ids(split: Dataset, name: str, recipe: Recipe, label_names: list[str]) -> Dataset:
-    """Labels as integers in [0, num_labels) in a `labels` column; a label outside the set is a UsageError naming
-    it and its row. A `map`, so that datasets caches it beside the source and the tokenisation after it."""
-    column = recipe.label_column_name
-    label2id = {n: i for i, n in enumerate(label_names)}
-    is_class_label = isinstance(split.features[column], ClassLabel)
-    count = len(label_names)
-
-    def to_id(value, row):
-        if isinstance(value, str) and not is_class_label:
-            label = label2id.get(value)
-        elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < count:
-            label = value
-        elif isinstance(value, int) and str(value) in label2id:  # integer labels named by their string form
-            label = label2id[str(value)]
-        else:
-            label = None
-        if label is None:
-            raise UsageError(f"label {value!r} in {name} row {row} is not in the task's label set {label_names}; "
-                             "fix the data or set label_names in the recipe")
-        return label
-
-    def encode(batch, rows):
-        return {"labels": [to_id(v, r) for v, r in zip(batch[column], rows)]}
-
-    return split.map(encode, batched=True, with_indices=True, remove_columns=[column],
-                     features=_with_labels(split, column), desc=f"Checking {name} labels")
-
-
-def _with_labels(split: Dataset, column: str) -> datasets.Features:
-    features = split.features.copy()
-    del features[column]
-    features["labels"] = datasets.Value("int64")
-    return features
-
-
 def carve_validation(train: Dataset, recipe: Recipe, seed: int,
                      saved: list[int] | None = None) -> tuple[Dataset, Dataset, list[int]]:
     """Split validation_split_percentage of `train` off for validation: (train rest, validation, validation row
     indices into `train`). The rows are drawn with `seed`, stratified by label so that each class keeps its
-    share; `saved` (the indices an earlier start of the run wrote) are taken as they are instead."""
+    share (single-label tasks); `saved` (the indices an earlier start of the run wrote) are taken as they are."""
     count = len(train)
     if saved is not None:
         if any(not 0 <= i < count for i in saved):
@@ -167,7 +129,8 @@ def carve_validation(train: Dataset, recipe: Recipe, seed: int,
         fraction = recipe.validation_split_percentage / 100
         try:
             _, picked = train_test_split(list(range(count)), test_size=fraction, random_state=seed,
-                                         stratify=train[recipe.label_column_name])
+                                         stratify=train[recipe.label_column_name]
+                                         if recipe.problem_type == SINGLE_LABEL else None)
         except ValueError as err:  # a class with one row, or fewer validation rows than classes
             raise UsageError(f"validation_split_percentage {recipe.validation_split_percentage} cannot carve a "
                              f"stratified validation set from {count} train rows ({err}); raise the percentage "
@@ -198,9 +161,10 @@ def _test_data(recipe: Recipe, ds: DatasetDict | None, source: str) -> tuple[Dat
     return None, source
 
 
-def load_test_data(recipe: Recipe, label_names: list[str]) -> Dataset:
+def load_test_data(recipe: Recipe, label_names: list[str], given: bool) -> Dataset:
     """The recipe's test split (of dataset_name) or test_file alone, checked like training's data, its labels
-    as ids into `label_names` (an adapter's): what score.py scores."""
+    encoded against `label_names` (an adapter's; `given`: named by its recipe, so integers are ids): what score.py
+    scores."""
     ds = None if recipe.test_file else _load_named(recipe)
     test, source = _test_data(recipe, ds, f"dataset {recipe.dataset_name!r}")
     _check_columns(recipe, [("test", test, source)])
@@ -208,7 +172,9 @@ def load_test_data(recipe: Recipe, label_names: list[str]) -> Dataset:
         test = test.select(range(min(recipe.max_test_samples, len(test))))
     if len(test) == 0:
         raise UsageError(f"the test data of {source} is empty; check the split or file")
-    return _to_ids(test.select_columns([*recipe.text_columns, recipe.label_column_name]), "test", recipe, label_names)
+    given = given or labels.label_names(dataclasses.replace(recipe, label_names=None), test)[1]  # a ClassLabel
+    return labels.encode(test.select_columns([*recipe.text_columns, recipe.label_column_name]), "test", recipe,
+                         label_names, given)
 
 
 def _check_columns(recipe: Recipe, splits) -> None:
@@ -256,14 +222,19 @@ def load_task_data(recipe: Recipe, *, seed: int = 42, validation_rows: list[int]
     for split_name, split in (("train", train), ("eval", evals), ("test", test)):
         if split is not None and len(split) == 0:
             raise UsageError(f"the {split_name} data of {source} is empty; check the split and max_*_samples")
-    names = _label_names(recipe, train)
-    if len(names) < 2:
+    names, given = labels.label_names(recipe, train)
+    if len(names) < 2 and recipe.problem_type != REGRESSION:
         raise UsageError(f"the task needs at least 2 labels but found {names}; check label_column_name")
+    labels.check_task(recipe, names)
     keep = [*recipe.text_columns, recipe.label_column_name]
     train, evals = (s.select_columns(keep) for s in (train, evals))
-    return TaskData(train=_to_ids(train, "train", recipe, names), eval=_to_ids(evals, "eval", recipe, names),
-                    label_names=names, validation_rows=rows,
-                    test=None if test is None else _to_ids(test.select_columns(keep), "test", recipe, names))
+    train = labels.encode(train, "train", recipe, names, given)
+    if test is not None:
+        test = labels.encode(test.select_columns(keep), "test", recipe, names, given)
+    return TaskData(train=train, eval=labels.encode(evals, "eval", recipe, names, given), label_names=names,
+                    problem_type=recipe.problem_type, class_weights=labels.class_weights(recipe, train, names),
+                    pos_label=labels.pos_label_id(recipe, names), threshold=labels.decision_threshold(recipe),
+                    test=test, validation_rows=rows)
 
 
 def tokenize(data: TaskData, tokenizer, recipe: Recipe) -> TaskData:
@@ -279,8 +250,8 @@ def tokenize(data: TaskData, tokenizer, recipe: Recipe) -> TaskData:
     def run(split: Dataset, name: str) -> Dataset:
         return split.map(encode, batched=True, remove_columns=list(columns), desc=f"Tokenising {name}")
 
-    return TaskData(train=run(data.train, "train"), eval=run(data.eval, "eval"), label_names=data.label_names,
-                    test=None if data.test is None else run(data.test, "test"), validation_rows=data.validation_rows)
+    return dataclasses.replace(data, train=run(data.train, "train"), eval=run(data.eval, "eval"),
+                               test=None if data.test is None else run(data.test, "test"))
 
 
 @dataclass

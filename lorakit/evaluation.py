@@ -21,8 +21,8 @@ from . import metrics as metrics_lib
 from .errors import UsageError
 from .fileio import write_json_atomic
 from .predictions import softmax
-from .runfolder import (CLASS_REPORT_FILE, CONFUSION_FILE, PREDICTIONS_FILE, SINGLE_LABEL, VALIDATION_ROWS_FILE,
-                        LabelInfo)
+from .runfolder import (CLASS_REPORT_FILE, CONFUSION_FILE, MULTI_LABEL, PREDICTIONS_FILE, REGRESSION, SCATTER_FILE,
+                        SINGLE_LABEL, VALIDATION_ROWS_FILE, LabelInfo)
 
 PREFIX = "test"  # metrics.json keys of the scored split: test_accuracy, test_report, ...
 
@@ -40,29 +40,40 @@ class Scored:
 
 
 def score(texts: list[tuple[str, ...]], gold: np.ndarray, logits: np.ndarray, info: LabelInfo,
-          metric_names: list[str]) -> Scored:
-    """Score `logits` (one row per text) against integer `gold` labels with the named metrics, plus sklearn's
-    per-class report and the confusion matrix. Raises UsageError for a problem type not scored yet."""
-    scorer = _SCORERS.get(info.problem_type)
-    if scorer is None:
-        raise UsageError(f"scoring a {info.problem_type} model on labelled rows is not supported yet (only "
-                         f"{', '.join(_SCORERS)}); drop test_split/test_file, or predict with infer.py")
+          metric_names: list[str], pos_label: int = 1) -> Scored:
+    """Score `logits` (one row per text) against the `gold` targets (lorakit.labels: class ids, multi-hot rows or
+    numbers) with the named metrics (lorakit.metrics, `pos_label` for f1), as training evaluates; plus sklearn's
+    per-class (multi-label: per-label) report, and for single-label the confusion matrix."""
     gold, logits = np.asarray(gold), np.asarray(logits, dtype=np.float32)
-    return Scored(texts=texts, gold=gold, logits=logits, info=info,
-                  metrics=scorer(gold, logits, info, metric_names))
+    if info.problem_type == MULTI_LABEL:
+        gold = gold.astype(np.int64)
+    predicted = metrics_lib.decide(logits, info.problem_type, info.threshold)
+    values = metrics_lib.compute(metric_names, gold, predicted, pos_label)
+    metrics = {**{f"{PREFIX}_{k}": v for k, v in values.items()}, f"{PREFIX}_rows": int(len(gold))}
+    metrics.update(_SCORERS[info.problem_type](gold, predicted, info))
+    return Scored(texts=texts, gold=gold, logits=logits, info=info, metrics=metrics)
 
 
-def _single_label(gold: np.ndarray, logits: np.ndarray, info: LabelInfo, metric_names: list[str]) -> dict:
+def _regression(gold: np.ndarray, predicted: np.ndarray, info: LabelInfo) -> dict:
+    return {}  # the metrics (pearson, spearmanr) are all there is; the scatter plot shows the rest
+
+
+def _multi_label(gold: np.ndarray, predicted: np.ndarray, info: LabelInfo) -> dict:
+    from sklearn.metrics import classification_report
+
+    report = classification_report(gold, predicted, target_names=info.label_names, output_dict=True,
+                                   zero_division=0)
+    return {f"{PREFIX}_report": _plain(report)}
+
+
+def _single_label(gold: np.ndarray, predicted: np.ndarray, info: LabelInfo) -> dict:
     from sklearn.metrics import classification_report, confusion_matrix
 
     count = len(info.label_names)
-    predicted = logits.argmax(-1)
-    values = metrics_lib.compute(metric_names, gold, predicted, count)
     report = classification_report(gold, predicted, labels=list(range(count)), target_names=info.label_names,
                                    output_dict=True, zero_division=0)
     matrix = confusion_matrix(gold, predicted, labels=list(range(count)))
-    return {**{f"{PREFIX}_{k}": v for k, v in values.items()}, f"{PREFIX}_rows": int(len(gold)),
-            f"{PREFIX}_report": _plain(report), f"{PREFIX}_confusion_matrix": matrix.tolist()}
+    return {f"{PREFIX}_report": _plain(report), f"{PREFIX}_confusion_matrix": matrix.tolist()}
 
 
 
@@ -85,19 +96,67 @@ def _write_single_label(folder: Path, scored: Scored) -> None:
     names = scored.info.label_names
     probs = softmax(scored.logits)
     predicted = probs.argmax(-1)
-    text_header = ["text", "text_pair"][:len(scored.texts[0])] if scored.texts else ["text"]
     with (folder / PREDICTIONS_FILE).open("w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow([*text_header, "gold", "predicted", "probability"])
+        writer.writerow([*_text_header(scored), "gold", "predicted", "probability"])
         for texts, gold, best, p in zip(scored.texts, scored.gold.tolist(), predicted.tolist(), probs):
             writer.writerow([*texts, names[gold], names[best], f"{p[best]:.6f}"])
     (folder / CLASS_REPORT_FILE).write_text(report_table(scored.metrics[f"{PREFIX}_report"]), encoding="utf-8")
     plot_confusion(np.asarray(scored.metrics[f"{PREFIX}_confusion_matrix"]), names, folder / CONFUSION_FILE)
 
 
-# Per problem type (lorakit.runfolder): what is scored, and which files show it.
-_SCORERS = {SINGLE_LABEL: _single_label}
-_WRITERS = {SINGLE_LABEL: _write_single_label}
+def _write_multi_label(folder: Path, scored: Scored) -> None:
+    """Predictions (CSV: text(, text_pair), gold and predicted labels joined by ';', the predicted labels'
+    probabilities likewise) and the per-label report as a Markdown table."""
+    from .predictions import sigmoid
+
+    names = scored.info.label_names
+    probs = sigmoid(scored.logits)
+    predicted = metrics_lib.decide(scored.logits, MULTI_LABEL, scored.info.threshold)
+    with (folder / PREDICTIONS_FILE).open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([*_text_header(scored), "gold", "predicted", "probability"])
+        for texts, gold, hot, p in zip(scored.texts, scored.gold, predicted, probs):
+            chosen = np.flatnonzero(hot)
+            writer.writerow([*texts, ";".join(names[i] for i in np.flatnonzero(gold)),
+                             ";".join(names[i] for i in chosen), ";".join(f"{p[i]:.6f}" for i in chosen)])
+    (folder / CLASS_REPORT_FILE).write_text(report_table(scored.metrics[f"{PREFIX}_report"]), encoding="utf-8")
+
+
+def _write_regression(folder: Path, scored: Scored) -> None:
+    """Predictions (CSV: text(, text_pair), gold, predicted score) and the predicted-against-gold scatter plot."""
+    predicted = metrics_lib.decide(scored.logits, REGRESSION)
+    with (folder / PREDICTIONS_FILE).open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([*_text_header(scored), "gold", "predicted"])
+        for texts, gold, value in zip(scored.texts, scored.gold.tolist(), predicted.tolist()):
+            writer.writerow([*texts, f"{gold:.6g}", f"{value:.6f}"])
+    plot_scatter(scored.gold, predicted, scored.info.label_names[0], folder / SCATTER_FILE)
+
+
+def _text_header(scored: Scored) -> list[str]:
+    return ["text", "text_pair"][:len(scored.texts[0])] if scored.texts else ["text"]
+
+
+def plot_scatter(gold: np.ndarray, predicted: np.ndarray, name: str, path: Path) -> None:
+    """Predicted against gold scores, one point per row, with the diagonal where they would be equal."""
+    from matplotlib.figure import Figure  # no pyplot: see plot_confusion
+
+    fig = Figure(figsize=(5, 5))
+    ax = fig.add_subplot()
+    ax.scatter(gold, predicted, s=8, alpha=0.5)
+    low, high = float(min(gold.min(), predicted.min())), float(max(gold.max(), predicted.max()))
+    ax.plot([low, high], [low, high], color="grey", linewidth=1)
+    ax.set_xlabel(f"gold {name}")
+    ax.set_ylabel(f"predicted {name}")
+    ax.set_title(f"predicted against gold ({len(gold)} rows)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+# Per problem type (lorakit.runfolder): what is scored beside the metrics, and which files show it.
+_SCORERS = {SINGLE_LABEL: _single_label, MULTI_LABEL: _multi_label, REGRESSION: _regression}
+_WRITERS = {SINGLE_LABEL: _write_single_label, MULTI_LABEL: _write_multi_label, REGRESSION: _write_regression}
 
 
 def report_table(report: dict) -> str:
@@ -147,12 +206,13 @@ def test_step(trainer, tokenized, task_data, recipe) -> Scored | None:
     and labels. Every process joins in (Trainer gathers the predictions)."""
     if task_data.test is None:
         return None
-    info = LabelInfo(label_names=task_data.label_names, text_columns=list(recipe.text_columns),
-                     max_seq_length=recipe.max_seq_length)
+    from .labels import label_info
+
+    info = label_info(recipe, task_data.label_names)
     output = trainer.predict(tokenized.test, metric_key_prefix=PREFIX)
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
     texts = list(zip(*(task_data.test[c] for c in info.text_columns)))
-    return score(texts, np.asarray(task_data.test["labels"]), logits, info, recipe.metrics)
+    return score(texts, np.asarray(task_data.test["labels"]), logits, info, recipe.metrics, task_data.pos_label)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -209,9 +269,6 @@ def stopping_summary(state, args) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 # Eval-only: an adapter trained before, scored on a labelled split or file (score.py)
 
-DEFAULT_METRICS = ["accuracy", "f1_macro"]  # for a folder without the recipe that names its metrics
-
-
 def score_adapter(adapter: str, output_dir: Path, *, data: dict, metrics: list[str] | None = None,
                   base_model: str | None = None, precision: str = "fp32", batch_size: int = 64,
                   overwrite: bool = False) -> dict:
@@ -225,7 +282,8 @@ def score_adapter(adapter: str, output_dir: Path, *, data: dict, metrics: list[s
     from . import data as data_lib
     from .fileio import staged_folder
     from .inference import Classifier, read_folder, resolve_adapter
-    from .recipe import KNOWN_METRICS, Recipe
+    from .labels import pos_label_id
+    from .recipe import DEFAULT_METRICS, TASK_METRICS, Recipe
     from .runfolder import METRICS_FILE, RECIPE_FILE, read_json
     from .textio import Row
 
@@ -239,23 +297,26 @@ def score_adapter(adapter: str, output_dir: Path, *, data: dict, metrics: list[s
                          "pass a new folder" + (", or --overwrite" if out.is_dir() else ""))
     saved = yaml.safe_load((folder.path / RECIPE_FILE).read_text(encoding="utf-8")) \
         if (folder.path / RECIPE_FILE).is_file() else {}
-    metrics = list(metrics or saved.get("metrics") or DEFAULT_METRICS)
-    unknown = [m for m in metrics if m not in KNOWN_METRICS]
+    kind = folder.problem_type or SINGLE_LABEL
+    metrics = list(metrics or saved.get("metrics") or DEFAULT_METRICS[kind])
+    unknown = [m for m in metrics if m not in TASK_METRICS[kind]]
     if unknown:
-        raise UsageError(f"metric {unknown[0]!r} is unknown; choose from {', '.join(KNOWN_METRICS)}")
+        raise UsageError(f"metric {unknown[0]!r} is not one of a {kind} model's: {', '.join(TASK_METRICS[kind])}")
     names = folder.label_names or [v for _, v in sorted(
         (int(k), v) for k, v in read_json(folder.path / "config.json", "model config")["id2label"].items())]
     columns = data.get("text_column_names") or folder.text_columns
     if len(columns) != len(folder.text_columns):
         raise UsageError(f"text_column_names names {len(columns)} column(s) but the adapter reads "
                          f"{len(folder.text_columns)}; name {len(folder.text_columns)}")
-    recipe = Recipe(**{**data, "text_column_names": list(columns)})
-    rows = data_lib.load_test_data(recipe, names)
-    info = LabelInfo(label_names=names, text_columns=list(columns), max_seq_length=folder.max_seq_length)
+    recipe = Recipe(**{**data, "text_column_names": list(columns), "problem_type": kind,
+                       "pos_label": saved.get("pos_label")})
+    rows = data_lib.load_test_data(recipe, names, given=saved.get("label_names") is not None)
+    info = LabelInfo(label_names=names, text_columns=list(columns), max_seq_length=folder.max_seq_length,
+                     problem_type=kind, threshold=folder.threshold)
     classifier = Classifier.from_folder(folder, precision=precision, batch_size=batch_size)
     texts = list(zip(*(rows[c] for c in columns)))
     logits = classifier.logits([Row(*t) for t in texts]).numpy()
-    scored = score(texts, np.asarray(rows["labels"]), logits, info, metrics)
+    scored = score(texts, np.asarray(rows["labels"]), logits, info, metrics, pos_label_id(recipe, names))
     where = data.get("test_file") or f"{data.get('dataset_name')}" \
         f"{'/' + data['dataset_config_name'] if data.get('dataset_config_name') else ''}:{data.get('test_split')}"
     result = {"adapter": str(adapter), "data": where, "truncated_rows": classifier.truncated, **scored.metrics}

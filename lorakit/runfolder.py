@@ -28,6 +28,7 @@ VALIDATION_ROWS_FILE = "validation_rows.json"
 PREDICTIONS_FILE = "predictions_test.csv"
 CLASS_REPORT_FILE = "classification_report_test.md"
 CONFUSION_FILE = "confusion_matrix_test.png"
+SCATTER_FILE = "scatter_test.png"  # regression: predicted against gold
 
 SINGLE_LABEL = "single_label_classification"
 MULTI_LABEL = "multi_label_classification"

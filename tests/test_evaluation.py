@@ -300,10 +300,32 @@ def test_the_model_card_reports_the_test_split(agnews_run):
     assert "split: test" in card
 
 
-@pytest.mark.parametrize("problem_type", ["regression", "multi_label_classification"])
-def test_scoring_other_problem_types_is_refused_in_one_line(problem_type):
-    from lorakit.runfolder import LabelInfo
+def test_regression_and_multi_label_are_scored_with_their_own_files(tmp_path):
+    from scipy.stats import pearsonr
 
-    info = LabelInfo(label_names=["a", "b"], text_columns=["text"], problem_type=problem_type)
-    with pytest.raises(UsageError, match=f"scoring a {problem_type} model on labelled rows is not supported yet"):
-        evaluation.score([("x",)], np.array([0]), np.zeros((1, 2)), info, ["accuracy"])
+    from lorakit.runfolder import SCATTER_FILE, LabelInfo
+
+    texts = [("a",), ("b",), ("c",), ("d",)]
+    # Regression: pearson of the one output against the gold scores, a scatter plot, no class report.
+    info = LabelInfo(label_names=["score"], text_columns=["text"], problem_type="regression")
+    gold, out = np.array([0.5, 1.0, 3.0, 4.5]), np.array([[0.7], [0.9], [2.5], [4.9]])
+    scored = evaluation.score(texts, gold, out, info, ["pearson"])
+    assert scored.metrics["test_pearson"] == pytest.approx(pearsonr(out[:, 0], gold).statistic, abs=1e-6)
+    evaluation.write_files(tmp_path, scored)
+    assert (tmp_path / SCATTER_FILE).stat().st_size > 0 and not (tmp_path / CLASS_REPORT_FILE).exists()
+    rows = list(csv.DictReader((tmp_path / PREDICTIONS_FILE).open()))
+    assert [float(r["predicted"]) for r in rows] == pytest.approx(out[:, 0].tolist())
+    # Multi-label: labels over the threshold, a per-label report.
+    info = LabelInfo(label_names=["x", "y", "z"], text_columns=["text"], problem_type="multi_label_classification",
+                     threshold=0.5)
+    gold = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=np.float32)
+    logits = np.array([[3, -3, 2], [-2, 1, -1], [2, -1, -3], [-1, -1, 4]], dtype=np.float32)
+    scored = evaluation.score(texts, gold, logits, info, ["f1_micro", "exact_match"])
+    assert scored.metrics["test_exact_match"] == 0.75 and scored.metrics["test_f1_micro"] == pytest.approx(10 / 11)
+    assert scored.metrics["test_report"]["y"]["recall"] == 0.5 and scored.metrics["test_report"]["z"]["support"] == 2
+    out_dir = tmp_path / "multi"
+    out_dir.mkdir()
+    evaluation.write_files(out_dir, scored)
+    rows = list(csv.DictReader((out_dir / PREDICTIONS_FILE).open()))
+    assert [(r["gold"], r["predicted"]) for r in rows] == [("x;z", "x;z"), ("y", "y"), ("x;y", "x"), ("z", "z")]
+    assert "| y | 1.0000 | 0.5000 |" in (out_dir / CLASS_REPORT_FILE).read_text()
