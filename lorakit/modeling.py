@@ -28,7 +28,7 @@ DEFAULT_TARGETS = {
 ALL_LINEAR = "all-linear"  # PEFT's keyword: every linear layer outside the head
 # The head PEFT's SEQ_CLS task trains and saves by itself; anything else the head is made of goes in
 # modules_to_save.
-SEQ_CLS_HEADS = ("classifier", "score")
+HEAD_MODULES = ("classifier", "score")
 
 
 def load_config(recipe: Recipe, label_names: list[str]) -> PretrainedConfig:
@@ -150,12 +150,12 @@ def modules_to_save(recipe: Recipe, config: PretrainedConfig, model: torch.nn.Mo
     `lora_modules_to_save`, else the rest of the model's head (`classifier_head`)."""
     if recipe.lora_modules_to_save is not None:
         return list(recipe.lora_modules_to_save)
-    return [name for name in head_of(recipe, config, model) if name not in SEQ_CLS_HEADS]
+    return [name for name in head_of(recipe, config, model) if name not in HEAD_MODULES]
 
 
 def head_modules(recipe: Recipe, config: PretrainedConfig, model: torch.nn.Module | None = None) -> list[str]:
     """The head's module names, which `head_learning_rate` applies to: the SEQ_CLS heads and modules_to_save."""
-    return [*SEQ_CLS_HEADS, *modules_to_save(recipe, config, model)]
+    return [*HEAD_MODULES, *modules_to_save(recipe, config, model)]
 
 
 def is_head_parameter(name: str, modules: list[str]) -> bool:
@@ -190,7 +190,7 @@ def lora_config(recipe: Recipe, config: PretrainedConfig, model: torch.nn.Module
     # PEFT's all-linear leaves out `classifier` or `score` only; the rest of the head trains in full instead.
     exclude = None
     if targets == ALL_LINEAR:
-        head = [*SEQ_CLS_HEADS, *extra]
+        head = [*HEAD_MODULES, *extra]
         exclude = rf"(.*\.)?({'|'.join(map(re.escape, head))})(\..*)?"
     # A weightless (meta) model only counts parameters; PiSSA's SVD and the like have no numbers to work on.
     weightless = model is not None and any(p.is_meta for p in model.parameters())
@@ -218,7 +218,7 @@ def _num_layers(config: PretrainedConfig) -> int | None:
 def linear_layers(model: torch.nn.Module) -> dict[str, int]:
     """The model's layers LoRA can adapt (nn.Linear, GPT-2's Conv1D) outside its head, counted by name suffix
     (the last part of the dotted name), in the order the model first has them."""
-    head = set(SEQ_CLS_HEADS) | set(classifier_head(model))
+    head = set(HEAD_MODULES) | set(classifier_head(model))
     counts: Counter = Counter()
     for name, module in model.named_modules():
         parts = name.split(".")
