@@ -10,6 +10,9 @@ from typing import Sequence
 
 import numpy as np
 
+from .errors import UsageError
+from .runfolder import SINGLE_LABEL, LabelInfo
+
 
 @dataclass
 class Prediction:
@@ -56,6 +59,15 @@ def from_logits(rows: Sequence, logits: np.ndarray, label_names: list[str], cut:
         out.append(Prediction(text=row.text, text_pair=row.pair, line=row.line, truncated=was_cut,
                               label=label_names[best], score=p[best], scores=dict(zip(label_names, p))))
     return out
+
+
+def decode(rows: Sequence, logits: np.ndarray, info: LabelInfo, cut: Sequence[bool]) -> list[Prediction]:
+    """One Prediction per row from the model's outputs, read as labels.json (`info`) says: its problem type, label
+    names and threshold. Raises UsageError for a problem type that has no predictions here yet."""
+    if info.problem_type != SINGLE_LABEL:
+        raise UsageError(f"this classifier's labels.json has problem_type {info.problem_type!r}, which this version "
+                         f"of the kit cannot print predictions for (only {SINGLE_LABEL!r}); update the kit")
+    return from_logits(rows, logits, info.label_names, cut)
 
 
 def format_line(prediction: Prediction, top_k: int | None) -> str:
