@@ -9,9 +9,59 @@ Any recipe key can be overridden as --key value; README.md lists them.
 
 import sys
 
-from lorakit import allocator
+from lorakit.cpu import allocator
 from lorakit.errors import run_cli
-from lorakit.recipe import parse_recipe
+from lorakit.recipe import Resolved, parse_recipe
+
+
+def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
+    """One run of a resolved recipe, top to bottom; returns its metrics (None for a dry run). `callbacks`
+    (transformers.TrainerCallback) go to the Trainer: the benchmark times steps with one."""
+    from transformers import set_seed
+
+    from lorakit import data, modeling, training
+    from lorakit.trainer import KitTrainer, TrainClock
+
+    recipe = resolved.recipe
+    # 1. Arguments: kit defaults < recipe < command line, then what this hardware supports; where to resume.
+    args, resume, notes = training.arguments(resolved)
+
+    # 2. Seed and logging.
+    training.setup_logging(args.process_index == 0)
+    set_seed(args.seed)
+
+    # 3. Data, and 4. the model with LoRA (its budget and targets checked on a weightless copy first).
+    with args.main_process_first(desc="loading data"):
+        task_data = data.load_task_data(recipe)
+        config, model, params = modeling.prepare(recipe, task_data.label_names, load_weights=not recipe.dry_run)
+    training.log_resolution(resolved, args, config, model, task_data, params, notes)
+    if recipe.dry_run:
+        return None
+    training.speed_up(model, recipe, args)  # frozen linears in bf16; on CPU, lorakit.cpu's dropout and attention
+
+    # 5. Tokenizer and the tokenised splits (cached by datasets).
+    tokenizer = modeling.load_tokenizer(recipe)
+    with args.main_process_first(desc="tokenising"):
+        tokenized = data.tokenize(task_data, tokenizer, recipe)
+
+    # 6. Trainer.
+    clock = TrainClock.resumed_from(resume)  # None: resumed from a checkpoint older than the clock
+    trainer = KitTrainer(
+        model=training.prepare_for_trainer(model), args=args, train_dataset=tokenized.train,
+        eval_dataset=tokenized.eval, processing_class=tokenizer, data_collator=data.PaddingCollator(tokenizer),
+        compute_metrics=training.compute_metrics(recipe, task_data), callbacks=[*callbacks, *filter(None, [clock])],
+        head_learning_rate=recipe.head_learning_rate, head_modules=modeling.head_modules(recipe, config),
+        loraplus_lr_ratio=recipe.loraplus_lr_ratio)
+
+    # 7. Train, resuming where asked. The model was built alike on every process (same seed); from here each rank
+    # draws its own dropout masks, while accelerate keeps the data order in step.
+    set_seed(args.seed + args.process_index)
+    train_output = trainer.train(resume_from_checkpoint=resume)
+
+    # 8. Evaluate, and 9. save the run folder (adapter, tokenizer, labels, recipe, metrics, curve).
+    metrics = training.final_metrics(trainer, train_output, params, recipe, resume, len(tokenized.train))
+    training.save(trainer, tokenizer, resolved, task_data.label_names, metrics)
+    return metrics
 
 
 def main(argv: list[str]) -> int:
@@ -19,20 +69,21 @@ def main(argv: list[str]) -> int:
     if resolved.sweeps:
         from lorakit.sweep import run_sweep
 
-        return run_sweep(resolved)
-    from lorakit.training import run
-
+        return run_sweep(resolved, train)
     push = bool(resolved.training.get("push_to_hub"))
     if push:
-        from lorakit.hub import check_push, push_run
+        from lorakit.hub import check_push
 
         check_push(resolved)  # no token or repo id: fail now, not after training
-    metrics = run(resolved)
+    metrics = train(resolved)
+    # 10. Push the small adapter, with the kit's model card.
     if metrics is not None and push:
+        from lorakit.hub import push_run
+
         push_run(resolved)
     return 0
 
 
 if __name__ == "__main__":
-    allocator.reexec()  # before torch loads: LD_PRELOAD only takes at process start
+    allocator.reexec()  # with LORAKIT_ALLOCATOR=mimalloc, before torch loads: LD_PRELOAD only takes at process start
     sys.exit(run_cli(main))

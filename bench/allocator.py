@@ -26,16 +26,17 @@ import tempfile
 from pathlib import Path
 
 from bench.run import REPO, _env, minilm_path
-from lorakit import allocator
+from lorakit.cpu import allocator
 
 SYSTEM = {allocator.ENV: "system"}  # bench.training never re-executes itself; this only keeps LD_PRELOAD clean
-KIT = "mimalloc, purge off (train.py's default)"
+KIT = "mimalloc, purge off (LORAKIT_ALLOCATOR=mimalloc)"
 
 
 def settings() -> dict[str, dict]:
     """Name -> environment of each allocator compared; mimalloc's rows need the cmeel-mimalloc wheel."""
     out = {"glibc default": SYSTEM, "glibc, mmap threshold 128 KB": {**SYSTEM, "MALLOC_MMAP_THRESHOLD_": "131072"}}
-    kit = allocator.preload_env({k: v for k, v in os.environ.items() if k != allocator.ENV})
+    kit = allocator.preload_env({**{k: v for k, v in os.environ.items() if k != allocator.PRELOADED},
+                                 allocator.ENV: "mimalloc"})
     if kit:
         out["mimalloc, default purge (10 ms)"] = {**kit, "MIMALLOC_PURGE_DELAY": "10"}
         out[KIT] = kit

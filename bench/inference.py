@@ -44,7 +44,7 @@ def train_adapter(folder: Path, tiny: bool) -> Path:
     """An SST-2 adapter trained by train.py's own code: MiniLM-L6 on 1,024 rows (tiny: a random BERT, 64 rows)."""
     from lorakit.inference import quiet_transformers
     from lorakit.recipe import parse_recipe
-    from lorakit.training import run
+    from train import train
 
     backbone = minilm_path()
     if tiny:
@@ -55,7 +55,7 @@ def train_adapter(folder: Path, tiny: bool) -> Path:
     rows = 64 if tiny else 1024
     out = folder / "adapter"
     with quiet_transformers():
-        run(parse_recipe(["--task", "sst2", "--model_name_or_path", backbone, "--dataset_name", str(GLUE),
+        train(parse_recipe(["--task", "sst2", "--model_name_or_path", backbone, "--dataset_name", str(GLUE),
                           "--max_train_samples", str(rows), "--max_eval_samples", str(rows // 4),
                           "--num_train_epochs", "1", "--learning_rate", "2e-3", "--max_seq_length", "128",
                           "--per_device_train_batch_size", "32", "--output_dir", str(out), "--disable_tqdm", "true"]))

@@ -21,7 +21,7 @@ import transformers
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForSequenceClassification, BertConfig
 
-import adapters
+from lorakit import adapters
 
 BATCH_SIZE, SEQ_LEN, RANK = 32, 64, 8
 

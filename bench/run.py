@@ -35,7 +35,7 @@ from pathlib import Path
 
 from bench import hardware
 from bench.training import ROBERTA_BASE, random_model
-from lorakit import allocator
+from lorakit.cpu import allocator
 
 REPO = Path(__file__).resolve().parents[1]
 OTHER_BENCHMARKS = ("inference", "lora_impl", "memory")
@@ -122,8 +122,9 @@ def run_phase(phase: Phase, model_dir: str, folder: Path) -> None:
            "--eval_samples", str(phase.eval_samples), "--out", str(out),
            *(["--per_device_train_batch_size", str(phase.batch)] if phase.batch else [])]
     start = time.perf_counter()
-    # The kit's phases run on the allocator train.py re-executes itself onto; the plain pipeline on glibc's.
-    env = {**_env(), **(allocator.preload_env() if phase.pipeline == "kit" else {})}
+    # Every phase runs on the C library's allocator, as train.py does by default (mimalloc is opt-in:
+    # bench.allocator measures it).
+    env = {**_env(), allocator.ENV: "system"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if proc.returncode != 0 or not out.is_file():
         phase.errors.append(proc.stderr[-3000:])

@@ -5,7 +5,7 @@ to a kit training step.
                                  [--math_max_tokens N]
 
 MiniLM-L6 with PEFT LoRA r=8 on query,value (dropout 0.1), frozen linears stored in bf16, FastDropout, the kit's
-CPU attention (`lorakit.attention`), bf16 autocast, fused AdamW: the step train.py runs on an AVX-512-BF16 CPU.
+CPU attention (`lorakit.cpu.attention`), bf16 autocast, fused AdamW: the step train.py runs on an AVX-512-BF16 CPU.
 Copies of it take turns step by step on batches whose length cycles through `--lengths` (the kit's
 length-grouped batches, padded to multiples of 8, come in a handful of lengths; so each row here ends in 0-7
 masked padding tokens). Each copy is changed in one way (`OPTIONS`): transformers' own SDPA attention (the
@@ -13,7 +13,7 @@ probabilities' dropout inside `scaled_dot_product_attention`); eager attention; 
 shapes, and with one static graph per length; the frozen embeddings stored in bf16 too (the residual stream
 then stays bf16 between layers, so the layers' inputs need no cast); and, with the attention probabilities'
 dropout set to 0, SDPA's own kernel choice (its CPU flash kernel) against the kit's (SDPA's math kernel on rows
-up to `lorakit.attention.MATH_KERNEL_MAX_TOKENS`); and FastDropout's masks applied as a multiply by the bool
+up to `lorakit.cpu.attention.MATH_KERNEL_MAX_TOKENS`); and FastDropout's masks applied as a multiply by the bool
 mask (session 7's arithmetic) instead of an AND of the elements' bits; and every dropout compiled by inductor
 into one fused loop forward and one backward (draw, compare, scale) instead of FastDropout's kernels; and DoRA
 (`use_dora`, PEFT's layer) in place of plain LoRA, which is what that recipe key costs a step. Every
@@ -40,7 +40,7 @@ class Option:
     compile: str | None = None  # "dynamic" or "static"
     bf16_embeddings: bool = False
     attention_dropout: float | None = None  # None: the backbone's own (0.1 for MiniLM)
-    cpu_attention: bool = True  # lorakit.attention (only over SDPA)
+    cpu_attention: bool = True  # lorakit.cpu.attention (only over SDPA)
     bool_multiply_dropout: bool = False  # FastDropout's masks applied by multiplying with the bool mask
     compiled_dropout: bool = False  # every dropout one inductor kernel each way (torch.compile of its arithmetic)
     dora: bool = False  # DoRA instead of plain LoRA (the recipe's use_dora)
@@ -115,7 +115,7 @@ def _compiled_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
 @contextlib.contextmanager
 def dropout_apply(option: Option):
     """Within this block, FastDropout (and the attention's dropout) apply masks the way `option` says."""
-    from lorakit import attention, dropout
+    from lorakit.cpu import attention, dropout
 
     if option.bool_multiply_dropout:
         swaps = [(dropout, "_ScaleByMask", _BoolMultiply)]
@@ -139,8 +139,8 @@ def _model(option: Option, model_path: str | None):
 
     from bench.run import minilm_path
     from lorakit import modeling
-    from lorakit.attention import use_cpu_attention
-    from lorakit.dropout import use_fast_dropout
+    from lorakit.cpu.attention import use_cpu_attention
+    from lorakit.cpu.dropout import use_fast_dropout
 
     torch.manual_seed(0)
     extra = {} if option.attention_dropout is None else {"attention_probs_dropout_prob": option.attention_dropout}
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lengths", default="16,24,32,40", help="token lengths the batches cycle through")
     parser.add_argument("--model", default=None, help="model folder (default: MiniLM-L6 from its PyPI package)")
     parser.add_argument("--math_max_tokens", type=int, default=None,
-                        help="override lorakit.attention.MATH_KERNEL_MAX_TOKENS for this run (to find the crossover)")
+                        help="override lorakit.cpu.attention.MATH_KERNEL_MAX_TOKENS for this run (to find the crossover)")
     parser.add_argument("--only", action="append", choices=list(OPTIONS), metavar="OPTION",
                         help="time only these copies (repeatable; the kit's is always timed): one of " +
                              "; ".join(OPTIONS))
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
     hf_logging.set_verbosity_error()
     lengths = [int(n) for n in args.lengths.split(",")]
     if args.math_max_tokens is not None:
-        from lorakit import attention
+        from lorakit.cpu import attention
 
         attention.MATH_KERNEL_MAX_TOKENS = args.math_max_tokens
     gen = torch.Generator().manual_seed(0)

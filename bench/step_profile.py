@@ -4,8 +4,8 @@
 
 MiniLM-L6 with PEFT LoRA r=8 on query,value (dropout 0.1), bf16 autocast, fused AdamW, as train.py runs it on an
 AVX-512-BF16 CPU. Three copies of the model take turns step by step: the kit's (frozen nn.Linear layers stored
-in bf16 by `lorakit.modeling.store_frozen_linears`, dropout by `lorakit.dropout.FastDropout`, the attention
-probabilities' too by `lorakit.attention`), one with the frozen linears left in fp32 (autocast casts them at
+in bf16 by `lorakit.modeling.store_frozen_linears`, dropout by `lorakit.cpu.dropout.FastDropout`, the attention
+probabilities' too by `lorakit.cpu.attention`), one with the frozen linears left in fp32 (autocast casts them at
 every step), one with torch's own dropout and transformers' SDPA attention (`fast_dropout: false`); prints the median
 step of each and its ratio to the kit's, then the share of CPU time per operator over 10 steps of the kit's copy
 (torch.profiler). Last, the kit step's matrix multiplies alone: every mm/addmm/bmm/baddbmm one step dispatches
@@ -36,8 +36,8 @@ def _model(store: bool, fast_dropout: bool):
 
     from bench.run import minilm_path
     from lorakit import modeling
-    from lorakit.attention import use_cpu_attention
-    from lorakit.dropout import use_fast_dropout
+    from lorakit.cpu.attention import use_cpu_attention
+    from lorakit.cpu.dropout import use_fast_dropout
 
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=2)

@@ -6,7 +6,7 @@ plain: the pipeline as usually written (the Hugging Face text-classification not
     text to max_length 128, PEFT LoRA r=8 on query and value, `Trainer` with fp32, batch 16, optim="adamw_torch"
     and the random sampler. Every batch has the same shape (16 x 128), so the per-sample time does not depend on
     which samples a step draws: it is timed over `--plain_steps` steps after the first.
-kit: train.py's own code path, `lorakit.recipe.parse_recipe` + `lorakit.training.run`, with the shipped recipe
+kit: train.py's own code path, `lorakit.recipe.parse_recipe` + `train.train`, with the shipped recipe
     (`--task`) and only the data, length, epoch and output keys overridden. The first epoch builds the kernels
     for every batch shape; the TIMED_EPOCHS after it, timed, are the steady state a longer run lives in.
 Both train on the first `--samples` rows of the workload's train split, truncated at 128 tokens. Model loading
@@ -28,7 +28,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from bench import hardware
-from lorakit import allocator
+from lorakit.cpu import allocator
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MAX_LENGTH = 128  # the plain pipeline's padding length, and the truncation both pipelines share
@@ -154,6 +154,7 @@ def kit(model_dir: str, workload: Workload, samples: int, eval_samples: int, ext
     from lorakit import hardware as kit_hardware
     from lorakit import training
     from lorakit.recipe import parse_recipe
+    from train import train
 
     _quiet()
     timer = StepTimer()
@@ -163,7 +164,7 @@ def kit(model_dir: str, workload: Workload, samples: int, eval_samples: int, ext
             "--max_train_samples", str(samples), "--max_eval_samples", str(eval_samples),
             "--max_seq_length", str(MAX_LENGTH), "--num_train_epochs", str(1 + TIMED_EPOCHS),
             "--output_dir", str(Path(out) / "run"), "--include_num_input_tokens_seen", "true", *extra])
-        metrics = training.run(resolved, callbacks=[timer])
+        metrics = train(resolved, callbacks=(timer,))
         kwargs, _ = training.training_arguments(resolved)
     first, timed = timer.epochs[0], timer.epochs[1:]
     return {"seconds": sum(e["seconds"] for e in timed), "samples": samples * len(timed),

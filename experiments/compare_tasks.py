@@ -27,7 +27,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lorakit.data import load_task_data  # noqa: E402
 from lorakit.recipe import Recipe  # noqa: E402
 

@@ -14,7 +14,6 @@ import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # lorakit, for the plot
 
 EXPERIMENTS = Path(__file__).resolve().parent
 # The two LoRA scopes, both 222,338 trainable weights on MiniLM (0.976%; 223,108 with AG News' four classes).

@@ -21,7 +21,6 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # lorakit, for --plot
 
 # Student's t, two-sided 95% (the 0.975 quantile), by degrees of freedom; the normal's 1.960 beyond 30.
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,

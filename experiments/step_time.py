@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lorakit import hardware, modeling, training  # noqa: E402
 from lorakit.errors import UsageError  # noqa: E402
 from lorakit.recipe import parse_recipe  # noqa: E402

@@ -19,11 +19,25 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message}; see {self.prog} --help")
 
 
+def quiet_libraries() -> None:
+    """Silence library messages that are noise for every run of the kit's scripts (process-wide: entry scripts only)."""
+    import logging
+    import warnings
+
+    # bitsandbytes warns at import on AVX-512-BF16 CPUs that it cannot fetch an optional kernel from the Hub;
+    # it falls back to its own kernel, so the warning is noise for every run that does not even quantise.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    # PEFT 0.21 still calls a transformers attribute that 5.x renamed; the warning is for PEFT, not our users.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
 def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> int:
-    """Run `main(argv)`; a UsageError becomes `error: <message>` on stderr and exit code 2, no traceback.
+    """Run an entry script's `main(argv)` with the libraries quieted (`quiet_libraries`); a UsageError becomes
+    `error: <message>` on stderr and exit code 2, no traceback.
 
     `--debug` anywhere in argv shows the traceback as well (and is removed before `main` sees it).
     """
+    quiet_libraries()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     if debug:

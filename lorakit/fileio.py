@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -28,6 +29,46 @@ def check_output_dir(folder: Path, *, overwrite: bool, resuming: bool) -> None:
     if holds_run(folder) and not (overwrite or resuming):
         raise UsageError(f"output_dir {str(folder)!r} already holds a run; pass another --output_dir, "
                          "--resume_from_checkpoint latest to continue it, or --overwrite_output_dir")
+
+
+def next_folder(dest: Path) -> Path:
+    """Where a run that replaces the run in `dest` trains (checkpoints and final files): beside it and hidden, so
+    that `dest` keeps the old run whole until the new one is complete (`swap_in`)."""
+    return dest.parent / f".{dest.name}.next"
+
+
+def final_folder(work: Path) -> Path:
+    """The folder a run training in `work` ends up in: `work` itself, or the folder `next_folder` was made for."""
+    name = work.name
+    return work.parent / name[1:-len(".next")] if name.startswith(".") and name.endswith(".next") else work
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux renameat2 with RENAME_EXCHANGE); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "renameat2"):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def swap_in(new: Path, dest: Path) -> None:
+    """Put the complete folder `new` at `dest`: one atomic exchange with the old folder where the OS has it, so a
+    kill at any moment leaves the old run or the new one at `dest`, never a mix; then the old one is deleted."""
+    if not dest.exists():
+        os.replace(new, dest)
+        return
+    if not _exchange(new, dest):  # elsewhere: two renames, with the old run kept aside until the second is done
+        old = dest.parent / f".{dest.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dest, old)
+        os.replace(new, dest)
+        new = old
+    shutil.rmtree(new, ignore_errors=True)
 
 
 @contextlib.contextmanager

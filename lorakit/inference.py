@@ -244,7 +244,7 @@ def merge_lora(model: torch.nn.Module, tensors: dict[str, torch.Tensor], adapter
 
 def _load_with_peft(base_model: torch.nn.Module, info: ModelFolder, base: str, merge: bool) -> torch.nn.Module:
     """PEFT's own loader for adapters that are not plain LoRA (or when merge=False is asked for)."""
-    import adapters
+    from . import adapters
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -104,7 +104,7 @@ def is_head_parameter(name: str, modules: list[str]) -> bool:
 
 
 def is_lora_b_parameter(name: str) -> bool:
-    """Whether a parameter is a LoRA B matrix (PEFT's and adapters/' names: ...lora_B.<adapter>.weight)."""
+    """Whether a parameter is a LoRA B matrix (PEFT's and lorakit/adapters/ names: ...lora_B.<adapter>.weight)."""
     return _LORA_B_PARAM.search(name) is not None
 
 
@@ -126,7 +126,7 @@ def lora_config(recipe: Recipe, config: PretrainedConfig) -> LoraConfig:
         # A copy: PEFT appends the SEQ_CLS heads to this list in place.
         modules_to_save=modules_to_save(recipe, config) or None)
     if recipe.lora_impl == "scratch":
-        import adapters
+        from . import adapters
 
         adapters.register(cfg)
     return cfg
@@ -203,6 +203,26 @@ def build_model(recipe: Recipe, config: PretrainedConfig, *, random_weights: boo
 
             model = prepare_quantized(model)
     return apply_method(recipe, model, config)
+
+
+def prepare(recipe: Recipe, label_names: list[str], *, load_weights: bool = True):
+    """The classifier with LoRA applied, its config and its parameter report.
+
+    The parameter count and the budget are checked on a weightless (meta-device) copy first, so a run over
+    budget or with a bad LoRA target fails before any weights are read. With load_weights=False (a dry run)
+    the meta model is returned. Returns (config, model, report); raises UsageError.
+    """
+    config = load_config(recipe, label_names)
+    check_seq_length(recipe, config)
+    model = build_model(recipe, config, random_weights=True)
+    params = param_report(model)
+    check_budget(recipe, params)
+    if recipe.head_learning_rate is not None:
+        head_weights(recipe, config, model)  # fails before any weights are read
+    if load_weights:
+        model = build_model(recipe, config)
+        params = param_report(model)
+    return config, model, params
 
 
 def store_frozen_linears(model: torch.nn.Module, dtype: torch.dtype) -> int:

@@ -7,10 +7,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on training machines
-import matplotlib.pyplot as plt  # noqa: E402
+# Figures are drawn on matplotlib.figure.Figure, not pyplot: no backend or global state is touched, so
+# importing this module (and plotting from a thread or a notebook) leaves the caller's matplotlib as it was.
+from matplotlib.figure import Figure
 
 
 @dataclass
@@ -29,7 +28,8 @@ def plot_curves(curves: list[Curve], metric: str, path: Path, *, title: str = ""
     panels = list(dict.fromkeys(c.panel for c in curves)) or [""]
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False, sharey=True)
+    fig = Figure(figsize=(5.2 * cols, 3.8 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
     for ax, panel in zip(axes.flat, panels):
         for curve in (c for c in curves if c.panel == panel):
             if curve.points:
@@ -44,13 +44,13 @@ def plot_curves(curves: list[Curve], metric: str, path: Path, *, title: str = ""
     fig.suptitle(title or f"eval {metric} against {xlabel}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_best_bars(labels: list[str], values: list[float], notes: list[str], metric: str, path: Path, *,
                    title: str = "") -> None:
     """A horizontal bar per setting (top to bottom in the given order), its value and `note` written beside it."""
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(labels) + 1.4))
+    fig = Figure(figsize=(8, 0.45 * len(labels) + 1.4))
+    ax = fig.subplots()
     ys = list(range(len(labels)))[::-1]
     ax.barh(ys, values, color="tab:blue", alpha=0.8)
     ax.set_yticks(ys, labels, fontsize=8)
@@ -71,13 +71,13 @@ def plot_best_bars(labels: list[str], values: list[float], notes: list[str], met
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_metric_vs_params(labels: list[str], params: list[int], values: list[float], metric: str, path: Path, *,
                           title: str = "") -> None:
     """Best eval `metric` against trainable parameters (log scale), each point labelled with its setting."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     ax.scatter(params, values, color="tab:blue", zorder=3)
     for label, x, y in zip(labels, params, values):
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
@@ -90,7 +90,6 @@ def plot_metric_vs_params(labels: list[str], params: list[int], values: list[flo
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_paired_gaps(labels: list[str], gaps: list[list[float]], intervals: list[tuple[float, float] | None],
@@ -104,7 +103,8 @@ def plot_paired_gaps(labels: list[str], gaps: list[list[float]], intervals: list
     cut at the edge, marked with an arrowhead, and its ends written beside the mean."""
     points = [v for values in gaps for v in values] + [0.0, target]
     left, right = min(points) - 1.5, max(points) + 1.5
-    fig, ax = plt.subplots(figsize=(10, 0.55 * len(labels) + 1.6))
+    fig = Figure(figsize=(10, 0.55 * len(labels) + 1.6))
+    ax = fig.subplots()
     ys = list(range(len(labels)))[::-1]
     for i, (y, values, interval) in enumerate(zip(ys, gaps, intervals)):
         ax.scatter(values, [y] * len(values), s=14, color="tab:gray", alpha=0.6, zorder=2)
@@ -132,4 +132,3 @@ def plot_paired_gaps(labels: list[str], gaps: list[list[float]], intervals: list
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -56,7 +56,7 @@ class Recipe:
     max_eval_samples: int | None = _key(help="Evaluate on the first N rows only.")
     # Method
     method: str = _key("lora", help="lora, or full for the full fine-tuning baseline with the same recipe.")
-    lora_impl: str = _key("peft", help="peft (PEFT's layer) or scratch (adapters/, same file format).")
+    lora_impl: str = _key("peft", help="peft (PEFT's layer) or scratch (lorakit/adapters/, same file format).")
     lora_r: int = _key(8, help="LoRA rank.")
     lora_alpha: float = _key(16, help="LoRA scaling numerator: the update is scaled by lora_alpha / lora_r.")
     lora_dropout: float = _key(0.1, help="Dropout on the LoRA path only.")
@@ -75,7 +75,7 @@ class Recipe:
                                        "(one trainable number per output) and a direction that LoRA updates.")
     max_trainable_params: int | None = _key(help="Stop before training if the run would train more than this.")
     fast_dropout: bool = _key(True, help="On CPU, dropout masks drawn four elements per 64-bit random word, the "
-                                          "attention probabilities' included (lorakit/dropout.py, attention.py; "
+                                          "attention probabilities' included (lorakit/cpu/dropout.py, attention.py; "
                                           "faster than torch's there); false: torch's nn.Dropout and SDPA's dropout.")
     load_in_4bit: bool = _key(False, help="Quantise the backbone to NF4 with bitsandbytes (QLoRA).")
     load_in_8bit: bool = _key(False, help="Quantise the backbone to int8 with bitsandbytes.")
@@ -378,7 +378,7 @@ def validate(recipe: Recipe) -> None:
         problems.append("no data: set dataset_name (Hub id or local folder) or train_file")
     if recipe.method == "lora":
         try:
-            from adapters import validate_lora_settings
+            from .adapters import validate_lora_settings
 
             validate_lora_settings(recipe.lora_r, recipe.lora_alpha, recipe.lora_dropout)
         except ValueError as err:

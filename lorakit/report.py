@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on training machines
-import matplotlib.pyplot as plt  # noqa: E402
+# Figures are drawn on matplotlib.figure.Figure, not pyplot: no backend or global state is touched, so
+# importing this module (and plotting from a thread or a notebook) leaves the caller's matplotlib as it was.
+from matplotlib.figure import Figure
 
 
 def summarize(log_history: list[dict], final_eval: dict, train_output, params: dict, headline: str) -> dict:
@@ -30,7 +29,8 @@ def plot_learning_curve(log_history: list[dict], headline: str, path: Path, titl
     train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
     evals = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e]
     metric = [(e["step"], e[f"eval_{headline}"]) for e in log_history if f"eval_{headline}" in e]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.subplots()
     if train:
         ax.plot(*zip(*train), label="train loss", color="tab:blue", alpha=0.8)
     if evals:
@@ -50,4 +50,3 @@ def plot_learning_curve(log_history: list[dict], headline: str, path: Path, titl
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -39,6 +39,7 @@ import sys
 import types
 import typing
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import yaml
@@ -303,7 +304,7 @@ def _first_difference(recorded: dict | None, wanted: dict) -> str:
     return "trained with another recipe"
 
 
-def _run_one(setting: Setting, state: dict, root: Path) -> None:
+def _run_one(setting: Setting, state: dict, root: Path, train: Callable[[Resolved], dict | None]) -> None:
     folder = setting.folder
     train_args = dict(setting.resolved.training)
     recipe = dataclasses.replace(setting.resolved.recipe, overwrite_output_dir=True)  # the folder is the sweep's own
@@ -321,13 +322,14 @@ def _run_one(setting: Setting, state: dict, root: Path) -> None:
     state.setdefault("runs", {})[setting.name] = {"recipe": _comparable(setting.resolved),
                                                   "resumed": setting.status == "resume"}
     write_json_atomic(root / SWEEP_FILE, state)
-    training.run(dataclasses.replace(setting.resolved, recipe=recipe, training=train_args))
+    train(dataclasses.replace(setting.resolved, recipe=recipe, training=train_args))
     setting.status = "resumed" if setting.status == "resume" else "trained"
     gc.collect()  # the finished run's model and optimiser go before the next one is built
 
 
-def run_sweep(resolved: Resolved) -> int:
-    """Plan, check and train every setting of the sweep, then write the table and plots; returns the exit code."""
+def run_sweep(resolved: Resolved, train: Callable[[Resolved], dict | None]) -> int:
+    """Plan, check and train every setting of the sweep with `train` (train.py's), then write the table and plots;
+    returns the exit code."""
     training.setup_logging(True)
     if resolved.training.get("push_to_hub"):
         raise UsageError("--push_to_hub would push every sweep run to one Hub repo; drop it, and train the "
@@ -368,7 +370,7 @@ def run_sweep(resolved: Resolved) -> int:
     try:
         for i, setting in enumerate(todo, 1):
             log.info("sweep: run %d/%d: %s", i, len(todo), setting.name)
-            _run_one(setting, state, root)
+            _run_one(setting, state, root, train)
     except KeyboardInterrupt:
         print("error: interrupted; rerun the same command to resume the sweep", file=sys.stderr)
         return 130
@@ -401,7 +403,7 @@ def _resumed(root: Path, name: str) -> bool:
 def result_rows(settings: list[Setting], axes: list[Axis], root: Path, recipe: Recipe) -> list[dict]:
     """One dict per setting: its swept values, status, parameter counts, best and final metrics, timings.
 
-    A resumed run's timings cover all its segments (training.TrainClock); one resumed from a checkpoint written
+    A resumed run's timings cover all its segments (lorakit.trainer.TrainClock); one resumed from a checkpoint written
     before the kit kept that clock timed only the part after it, so its timings are left empty.
     """
     headline = recipe.headline_metric

@@ -1,19 +1,21 @@
-"""One training run: resolve, check, load, train with transformers.Trainer, save a self-contained adapter."""
+"""The steps of a training run that train.py takes in order: arguments, logging, the resolution report, the
+faster step, the final metrics and the saved run folder."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
-import time
+import shutil
 from pathlib import Path
 
+import torch
 import yaml
 
-from . import data as data_lib
-from . import allocator, hardware, modeling, report
+from . import hardware, modeling, report
+from .cpu import allocator
 from .errors import UsageError
-from .fileio import check_output_dir, staged_folder, write_json_atomic
+from .fileio import check_output_dir, final_folder, holds_run, next_folder, staged_folder, swap_in, write_json_atomic
 from .recipe import Recipe, Resolved
 from .runfolder import CURVE_FILE, LOG_FILE, METRICS_FILE, RECIPE_FILE, LabelInfo, write_labels
 
@@ -34,8 +36,16 @@ TRAINING_DEFAULTS = {
 
 
 def setup_logging(is_main: bool) -> None:
-    logging.basicConfig(format="[lorakit] %(message)s", level=logging.INFO if is_main else logging.WARNING,
-                        force=True)
+    """The `lorakit` logger prints `[lorakit] message` on stderr (INFO on the main process, WARNING on the others).
+    Only that logger is touched: the caller's root handlers stay as they are."""
+    logger = logging.getLogger("lorakit")
+    logger.setLevel(logging.INFO if is_main else logging.WARNING)
+    if not any(getattr(h, "_lorakit", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[lorakit] %(message)s"))
+        handler._lorakit = True
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 def training_arguments(resolved: Resolved) -> tuple[dict, list[str]]:
@@ -53,12 +63,39 @@ def training_arguments(resolved: Resolved) -> tuple[dict, list[str]]:
     return hardware.resolve_precision(kwargs)
 
 
+def arguments(resolved: Resolved):
+    """The run's TrainingArguments, the checkpoint to resume from (None for a fresh run) and the notes on the
+    hardware decisions. An output folder holding another run is refused here, before anything loads.
+
+    A run that overwrites another trains beside it (fileio.next_folder) and takes its place only when complete
+    (`save`), so the old run stays whole until then; resuming such a run finds its checkpoints there."""
+    from transformers import TrainingArguments
+
+    kwargs, notes = training_arguments(resolved)
+    output_dir = Path(kwargs["output_dir"])
+    resume = _resume_path(resolved, output_dir)
+    work = output_dir
+    if resume is not None and Path(resume).parent == next_folder(output_dir):
+        work = next_folder(output_dir)
+    elif not resolved.recipe.dry_run:
+        check_output_dir(output_dir, overwrite=resolved.recipe.overwrite_output_dir, resuming=resume is not None)
+        if resume is None and holds_run(output_dir):
+            shutil.rmtree(next_folder(output_dir), ignore_errors=True)  # an unfinished replacement, not resumed
+            work = next_folder(output_dir)
+    kwargs["output_dir"] = str(work)
+    try:
+        args = TrainingArguments(**kwargs)
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"invalid training arguments: {err}") from None
+    return args, resume, notes
+
+
 def _resume_path(resolved: Resolved, output_dir: Path) -> str | None:
     value = resolved.training.get("resume_from_checkpoint")
     if not value:
         return None
     if value == "latest":
-        last = last_complete_checkpoint(output_dir)
+        last = last_complete_checkpoint(next_folder(output_dir)) or last_complete_checkpoint(output_dir)
         if last is None:
             raise UsageError(f"--resume_from_checkpoint latest found no checkpoint-* in {str(output_dir)!r}; "
                              "pass the interrupted run's own --output_dir, or drop the flag to start afresh")
@@ -87,74 +124,10 @@ def last_complete_checkpoint(output_dir: Path) -> str | None:
     return None
 
 
-def prepare(resolved: Resolved, *, load_weights: bool = True):
-    """Everything up to a ready model: data checked and loaded, config, parameter report, model.
-
-    The parameter count and the budget are checked on a weightless (meta-device) copy first, so a run over
-    budget or with a bad LoRA target fails before any weights are read. With load_weights=False (a dry run)
-    the meta model is returned. Returns (task_data, config, model, report); raises UsageError.
-    """
+def log_resolution(resolved: Resolved, args, config, model, task_data, params: modeling.ParamReport,
+                   notes: list[str]) -> None:
+    """One block at the start of the log: recipe, model and method, data, device and precision, parameters."""
     recipe = resolved.recipe
-    task_data = data_lib.load_task_data(recipe)
-    config = modeling.load_config(recipe, task_data.label_names)
-    modeling.check_seq_length(recipe, config)
-    model = modeling.build_model(recipe, config, random_weights=True)
-    params = modeling.param_report(model)
-    modeling.check_budget(recipe, params)
-    if recipe.head_learning_rate is not None:
-        modeling.head_weights(recipe, config, model)  # fails before any weights are read
-    if load_weights:
-        model = modeling.build_model(recipe, config)
-        params = modeling.param_report(model)
-    return task_data, config, model, params
-
-
-def prepare_step(model: torch.nn.Module, recipe: Recipe, half: torch.dtype | None, device_type: str, *,
-                 sharded: bool = False) -> list[str]:
-    """What training does to the built model for a faster step (also what experiments/step_time.py times):
-    frozen linear weights stored in the half dtype under LoRA, and on CPU the kit's dropout and attention.
-    Returns the log lines saying what changed."""
-    lines = []
-    # Sharding engines want one dtype per flat parameter group; quantised layers are not nn.Linear anyway.
-    if half is not None and recipe.method == "lora" and not sharded:
-        stored = modeling.store_frozen_linears(model, half)
-        lines.append(f"frozen linear layers kept in {half} (autocast would cast them at every step): {stored}")
-    if recipe.fast_dropout and device_type == "cpu":
-        from .attention import MATH_KERNEL_MAX_TOKENS, use_cpu_attention
-        from .dropout import use_fast_dropout
-
-        swapped = use_fast_dropout(model)
-        lines.append(f"dropout layers drawing their masks four elements per random word (CPU; fast_dropout): {swapped}")
-        if use_cpu_attention(model):
-            lines.append("attention: SDPA with the probabilities' dropout drawn the same way, and SDPA's math kernel "
-                         f"without dropout on rows up to {MATH_KERNEL_MAX_TOKENS} tokens (CPU training; "
-                         "lorakit/attention.py)")
-    return lines
-
-
-def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
-    """Train one recipe and save the adapter folder; returns its metrics (None for a dry run).
-
-    `callbacks` (transformers.TrainerCallback) are handed to the Trainer: the benchmark times steps with one.
-    """
-    import torch
-    from transformers import TrainingArguments, set_seed
-
-    recipe = resolved.recipe
-    kwargs, notes = training_arguments(resolved)
-    output_dir = Path(kwargs["output_dir"])
-    resume = _resume_path(resolved, output_dir)
-    if not recipe.dry_run:
-        check_output_dir(output_dir, overwrite=recipe.overwrite_output_dir, resuming=resume is not None)
-    try:
-        args = TrainingArguments(**kwargs)
-    except (ValueError, TypeError) as err:
-        raise UsageError(f"invalid training arguments: {err}") from None
-    setup_logging(args.process_index == 0)
-    set_seed(args.seed)
-
-    with args.main_process_first(desc="loading data"):
-        task_data, config, model, params = prepare(resolved, load_weights=not recipe.dry_run)
     log.info("recipe: %s%s", resolved.source,
              f" with overrides {', '.join(f'{k}={v}' for k, v in resolved.overrides.items())}"
              if resolved.overrides else "")
@@ -164,62 +137,67 @@ def run(resolved: Resolved, callbacks: list | None = None) -> dict | None:
     log.info("data: %d train, %d eval rows, labels %s", len(task_data.train), len(task_data.eval),
              task_data.label_names)
     log.info("device: %s x %d process(es); precision: %s; batch %d per device, %d effective",
-             hardware.device_name(), args.world_size, hardware.precision_label(kwargs),
+             hardware.device_name(), args.world_size,
+             hardware.precision_label({"bf16": args.bf16, "fp16": args.fp16, "tf32": args.tf32}),
              args.per_device_train_batch_size,
              args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps)
     log.info("C allocator: %s", allocator.describe())
     for line in notes + params.lines():
         log.info(line)
+    if recipe.head_learning_rate is not None:
+        log.info("head (%s): %s trainable weights at learning rate %g; the rest at %g",
+                 ", ".join(modeling.head_modules(recipe, config)), f"{modeling.head_weights(recipe, config, model):,}",
+                 recipe.head_learning_rate, args.learning_rate)
+    if recipe.loraplus_lr_ratio is not None:
+        log.info("LoRA+: LoRA's B matrices at %g x learning rate %g = %g", recipe.loraplus_lr_ratio,
+                 args.learning_rate, recipe.loraplus_lr_ratio * args.learning_rate)
     if recipe.dry_run:
         log.info("dry run: nothing trained or written")
-        return None
 
+
+def prepare_step(model: torch.nn.Module, recipe: Recipe, half: torch.dtype | None, device_type: str, *,
+                 sharded: bool = False) -> list[str]:
+    """What training does to the built model for a faster step (also what experiments/step_time.py times):
+    frozen linear weights stored in the half dtype under LoRA, and on CPU the kit's dropout and attention
+    (lorakit.cpu). Returns the log lines saying what changed."""
+    lines = []
+    # Sharding engines want one dtype per flat parameter group; quantised layers are not nn.Linear anyway.
+    if half is not None and recipe.method == "lora" and not sharded:
+        stored = modeling.store_frozen_linears(model, half)
+        lines.append(f"frozen linear layers kept in {half} (autocast would cast them at every step): {stored}")
+    if recipe.fast_dropout and device_type == "cpu":
+        from . import cpu
+
+        lines += cpu.speed_up(model)
+    return lines
+
+
+def speed_up(model: torch.nn.Module, recipe: Recipe, args) -> None:
+    """`prepare_step` for this run's TrainingArguments, its lines logged."""
     half = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
     for line in prepare_step(model, recipe, half, args.device.type, sharded=bool(args.fsdp or args.deepspeed)):
         log.info(line)
 
-    tokenizer = modeling.load_tokenizer(recipe)
-    with args.main_process_first(desc="tokenising"):
-        tokenized = data_lib.tokenize(task_data, tokenizer, recipe)
 
-    collator = data_lib.PaddingCollator(tokenizer)
-    # The classifiers' loss is a per-batch mean that ignores num_items_in_batch. Told otherwise, Trainer would
-    # multiply it by the number of processes (train and eval loss doubled under 2-process DDP) and not divide it
-    # by gradient_accumulation_steps (gradients that many times too large).
+def prepare_for_trainer(model: torch.nn.Module) -> torch.nn.Module:
+    """The classifiers' loss is a per-batch mean that ignores num_items_in_batch. Told otherwise, Trainer would
+    multiply it by the number of processes (train and eval loss doubled under 2-process DDP) and not divide it by
+    gradient_accumulation_steps (gradients that many times too large)."""
     (model.get_base_model() if modeling.is_peft(model) else model).accepts_loss_kwargs = False
-    clock = _clock_class().resumed_from(resume)  # None: resumed from a checkpoint older than the clock
-    trainer = trainer_class()(model=model, args=args, train_dataset=tokenized.train, eval_dataset=tokenized.eval,
-                      processing_class=tokenizer, data_collator=collator,
-                      compute_metrics=_metrics_fn(recipe, task_data),
-                      callbacks=[*(callbacks or []), *([clock] if clock else [])])
-    if recipe.head_learning_rate is not None:
-        trainer.head_learning_rate = recipe.head_learning_rate
-        trainer.head_modules = modeling.head_modules(recipe, config)
-        head = modeling.head_weights(recipe, config, model)
-        log.info("head (%s): %s trainable weights at learning rate %g; the rest at %g",
-                 ", ".join(trainer.head_modules), f"{head:,}", recipe.head_learning_rate, args.learning_rate)
-    if recipe.loraplus_lr_ratio is not None:
-        trainer.loraplus_lr_ratio = recipe.loraplus_lr_ratio
-        log.info("LoRA+: LoRA's B matrices at %g x learning rate %g = %g", recipe.loraplus_lr_ratio,
-                 args.learning_rate, recipe.loraplus_lr_ratio * args.learning_rate)
-    # The model was built alike on every process (same seed), and Trainer seeded them alike again; from here
-    # each rank draws its own dropout masks. The data order stays in step: accelerate syncs the sampler's RNG.
-    set_seed(args.seed + args.process_index)
-    train_output = trainer.train(resume_from_checkpoint=resume)
+    return model
+
+
+def final_metrics(trainer, train_output, params: modeling.ParamReport, recipe: Recipe, resume: str | None,
+                  train_rows: int) -> dict:
+    """metrics.json's content: the final evaluation, the best one, the parameter counts and the training time and
+    loss, for the whole run when it was resumed (TrainClock)."""
     final_eval = trainer.evaluate()
     metrics = report.summarize(trainer.state.log_history, final_eval, train_output, params.as_dict(),
                                recipe.headline_metric)
-    clock = trainer.train_clock()  # Trainer may have swapped in its own copy (restore_callback_states_...)
+    clock = trainer.train_clock()
     if resume and clock:
         metrics.update(clock.whole_run(train_output.metrics, trainer.state.max_steps,
-                                       _schedule_samples(args, len(tokenized.train))))
-    # Under FSDP and DeepSpeed ZeRO-3 the weights are sharded: gathering them is a collective all ranks join.
-    state_dict = trainer.accelerator.get_state_dict(trainer.model)
-    if trainer.is_world_process_zero():
-        save_run(trainer, tokenizer, resolved, task_data.label_names, metrics, output_dir, state_dict=state_dict)
-        log.info("saved adapter and metrics to %s: eval %s = %.4f", output_dir, recipe.headline_metric,
-                 metrics.get(f"eval_{recipe.headline_metric}", float("nan")))
-    trainer.accelerator.wait_for_everyone()
+                                       _schedule_samples(trainer.args, train_rows)))
     return metrics
 
 
@@ -230,153 +208,26 @@ def _schedule_samples(args, train_rows: int) -> float:
     return train_rows * args.num_train_epochs
 
 
-def _clock_class():
-    from transformers import TrainerCallback
-    from transformers.trainer_callback import ExportableState
-
-    class TrainClock(TrainerCallback, ExportableState):
-        """Training seconds and the loss summed over a run's segments. Trainer's train_runtime and train_loss cover
-        only the segment since the last resume; this callback's state goes into every checkpoint's
-        trainer_state.json (Trainer saves any ExportableState callback's), so a resumed run adds what came before
-        its checkpoint. KitTrainer hands it the segment's loss sum (private to Trainer) just before each save."""
-
-        def __init__(self, seconds: float = 0.0, segments: int = 0, loss_sum: float | None = 0.0, steps: int = 0):
-            self.seconds, self.segments, self.loss_sum, self.steps = seconds, segments, loss_sum, steps
-            self._start, self.segment_loss_sum, self._step = None, 0.0, steps
-
-        @classmethod
-        def resumed_from(cls, checkpoint: str | None):
-            """The clock as `checkpoint` saved it; a fresh one for a new run; None if the checkpoint predates
-            the clock (its earlier seconds are unknown)."""
-            if checkpoint is None:
-                return cls()
-            state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
-            saved = (state.get("stateful_callbacks") or {}).get(cls.__name__)
-            return cls(**saved["attributes"]) if saved else None
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self._start = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self._step = state.global_step
-
-        def state(self) -> dict:
-            now = self.seconds + (time.perf_counter() - self._start if self._start is not None else 0.0)
-            loss = None if self.loss_sum is None else self.loss_sum + self.segment_loss_sum
-            return {"args": {}, "attributes": {"seconds": now, "segments": self.segments + 1, "loss_sum": loss,
-                                               "steps": self._step}}
-
-        def whole_run(self, train_metrics: dict, max_steps: int, samples: float) -> dict:
-            """Trainer's train metrics for the whole run: this segment's (`train_metrics`) plus those before it."""
-            total = self.seconds + train_metrics["train_runtime"]
-            metrics = {"train_runtime": round(total, 4), "train_samples_per_second": round(samples / total, 3),
-                       "train_steps_per_second": round(max_steps / total, 3), "train_segments": self.segments + 1}
-            step = max(self._step, self.steps)  # a copy Trainer restored starts from its attributes alone
-            if self.loss_sum is not None and step:
-                metrics["train_loss"] = (self.loss_sum + train_metrics["train_loss"] * (step - self.steps)) / step
-            return metrics
-
-    return TrainClock
-
-
-def trainer_class():
-    """Trainer whose length-grouped sampler shuffles from its own generator, seeded by (seed, epoch).
-
-    transformers' LengthGroupedSampler draws from the global RNG. Each rank seeds that RNG differently (its own
-    dropout masks), so under DDP the ranks would cut their shards from different permutations (samples seen
-    twice, others never); and a run resumed mid-epoch would re-draw that epoch's order from a different RNG state
-    than the uninterrupted run had. Trainer and accelerate call set_epoch on the sampler before every epoch.
-    """
-    import torch
-    from transformers import Trainer
-    from transformers.trainer_pt_utils import LengthGroupedSampler
-
-    class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
-        def __init__(self, batch_size: int, lengths: list[int], seed: int):
-            super().__init__(batch_size, lengths=lengths)
-            self.seed, self.epoch = seed, 0
-
-        def set_epoch(self, epoch: int) -> None:
-            self.epoch = epoch
-
-        def __iter__(self):
-            self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            return super().__iter__()
-
-    class KitTrainer(Trainer):
-        # Set on the instance by `run` when the recipe gives the head its own learning rate, or LoRA+'s ratio.
-        head_learning_rate: float | None = None
-        head_modules: list[str] = []
-        loraplus_lr_ratio: float | None = None
-
-        def train_clock(self):
-            """The run's TrainClock among the callbacks, or None."""
-            return next((cb for cb in self.callback_handler.callbacks if type(cb).__name__ == "TrainClock"), None)
-
-        def _save_checkpoint(self, model, trial):
-            if clock := self.train_clock():  # the loss this segment has summed, logged or not, for the clock's state
-                clock.segment_loss_sum = self._total_loss_scalar + self._tr_loss.item()
-            super()._save_checkpoint(model, trial)
-
-        def create_optimizer(self, model=None):
-            """Trainer's optimizer (its weight-decay groups, the recipe's optim), with the head's parameters
-            moved to groups of their own at head_learning_rate and LoRA's B matrices to groups at
-            loraplus_lr_ratio times their rate; the scheduler then scales every group alike. The groups come out
-            in the same order every time, so a checkpoint's optimizer state loads back into them."""
-            fresh = self.optimizer is None
-            optimizer = super().create_optimizer(model)
-            model = self.model if model is None else model
-            if fresh and self.head_learning_rate is not None:
-                split_head_groups(optimizer, model, self.head_modules, self.head_learning_rate)
-            if fresh and self.loraplus_lr_ratio is not None:
-                split_lora_b_groups(optimizer, model, self.loraplus_lr_ratio)
-            return optimizer
-
-        def _get_train_sampler(self, train_dataset=None):
-            sampler = super()._get_train_sampler(train_dataset)
-            if type(sampler) is LengthGroupedSampler:
-                seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-                sampler = EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
-            return sampler
-
-    return KitTrainer
-
-
-def split_head_groups(optimizer, model, modules: list[str], lr: float) -> int:
-    """Move the head's parameters (modeling.is_head_parameter) out of each optimizer group into a copy of that
-    group (same weight decay and options) at learning rate `lr`; returns how many weights moved. Done before
-    the first step, so there is no optimizer state to carry."""
-    head = {id(p) for n, p in model.named_parameters() if p.requires_grad and modeling.is_head_parameter(n, modules)}
-    return _split_groups(optimizer, head, lambda group: lr)
-
-
-def split_lora_b_groups(optimizer, model, ratio: float) -> int:
-    """LoRA+: move LoRA's B matrices (modeling.is_lora_b_parameter) out of each optimizer group into a copy of
-    that group at `ratio` times its learning rate; returns how many weights moved. Before the first step."""
-    b = {id(p) for n, p in model.named_parameters() if p.requires_grad and modeling.is_lora_b_parameter(n)}
-    return _split_groups(optimizer, b, lambda group: group["lr"] * ratio)
-
-
-def _split_groups(optimizer, chosen: set[int], lr_of) -> int:
-    """Move the parameters whose id is in `chosen` from each group to a copy of it (same weight decay and
-    options) at lr_of(group); drop the groups left empty. Returns how many weights moved."""
-    moved = 0
-    for group in list(optimizer.param_groups):
-        mine = [p for p in group["params"] if id(p) in chosen]
-        if not mine:
-            continue
-        group["params"] = [p for p in group["params"] if id(p) not in chosen]
-        optimizer.add_param_group({**{k: v for k, v in group.items() if k != "params"}, "params": mine,
-                                   "lr": lr_of(group)})
-        moved += sum(p.numel() for p in mine)
-    optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
-    return moved
-
-
-def _metrics_fn(recipe, task_data):
+def compute_metrics(recipe: Recipe, task_data):
+    """The Trainer's `compute_metrics` for the recipe's metrics (lorakit.metrics)."""
     from .metrics import trainer_metrics
 
     return trainer_metrics(recipe.metrics, len(task_data.label_names))
+
+
+def save(trainer, tokenizer, resolved: Resolved, label_names: list[str], metrics: dict) -> None:
+    """Save the run folder on the main process (`save_run`); every process joins the gathering of sharded
+    weights (under FSDP and DeepSpeed ZeRO-3 that is a collective) and waits for the save."""
+    state_dict = trainer.accelerator.get_state_dict(trainer.model)
+    if trainer.is_world_process_zero():
+        work = Path(trainer.args.output_dir)
+        output_dir = final_folder(work)
+        save_run(trainer, tokenizer, resolved, label_names, metrics, work, state_dict=state_dict)
+        if work != output_dir:
+            swap_in(work, output_dir)
+        log.info("saved adapter and metrics to %s: eval %s = %.4f", output_dir, resolved.recipe.headline_metric,
+                 metrics.get(f"eval_{resolved.recipe.headline_metric}", float("nan")))
+    trainer.accelerator.wait_for_everyone()
 
 
 def save_run(trainer, tokenizer, resolved: Resolved, label_names: list[str], metrics: dict,

@@ -1,4 +1,4 @@
-"""lorakit.attention: the same attention as SDPA, its probabilities dropped by FastDropout's masks on CPU."""
+"""lorakit.cpu.attention: the same attention as SDPA, its probabilities dropped by FastDropout's masks on CPU."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from torch.profiler import ProfilerActivity, profile
 from transformers import AutoModelForSequenceClassification
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from lorakit import attention
-from lorakit.dropout import LEVELS
+from lorakit.cpu import attention
+from lorakit.cpu.dropout import LEVELS
 
 FLASH = "aten::_scaled_dot_product_flash_attention_for_cpu"
 

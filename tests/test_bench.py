@@ -165,8 +165,8 @@ def test_step_options_copies_are_what_they_say(tiny_bert):
     from torch.profiler import ProfilerActivity, profile
 
     from bench import step_options
-    from lorakit.attention import NAME
-    from lorakit.dropout import FastDropout
+    from lorakit.cpu.attention import NAME
+    from lorakit.cpu.dropout import FastDropout
 
     x = torch.randint(5, 90, (2, 8))
 

@@ -1,4 +1,4 @@
-"""FastDropout (lorakit/dropout.py): torch's dropout in distribution, with a cheaper mask; swapped in on CPU."""
+"""FastDropout (lorakit/cpu/dropout.py): torch's dropout in distribution, with a cheaper mask; swapped in on CPU."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from conftest import run_script, train_quick_sst2
-from lorakit.dropout import LEVELS, FastDropout, keep_mask, use_fast_dropout
+from lorakit.cpu.dropout import LEVELS, FastDropout, keep_mask, use_fast_dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
@@ -98,7 +98,7 @@ def test_use_fast_dropout_swaps_every_dropout_lora_included(tiny_models):
 
 def test_training_on_cpu_uses_it_and_the_key_turns_it_off(tiny_roberta, tmp_path):
     lines = ("dropout layers drawing their masks four elements per random word (CPU; fast_dropout)",
-             "attention: SDPA with the probabilities' dropout drawn the same way")  # lorakit.attention
+             "attention: SDPA with the probabilities' dropout drawn the same way")  # lorakit.cpu.attention
     fast = train_quick_sst2(tiny_roberta, tmp_path / "fast").stderr
     torch_dropout = train_quick_sst2(tiny_roberta, tmp_path / "torch", "--fast_dropout", "false").stderr
     assert all(line in fast and line not in torch_dropout for line in lines)

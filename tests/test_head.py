@@ -77,7 +77,7 @@ def test_the_pooler_trains_and_travels_in_the_adapter(tiny_models, tmp_path):
 
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_head_learning_rate_puts_the_head_in_groups_of_its_own(tiny_models, method):
-    from lorakit.training import split_head_groups
+    from lorakit.trainer import split_head_groups
 
     recipe = _recipe(tiny_models["bert"], "--method", method, "--head_learning_rate", "1e-4")
     config = modeling.load_config(recipe, LABELS)
@@ -151,7 +151,7 @@ def _adamw_like_trainer(model):
 
 @pytest.mark.parametrize("impl", ["peft", "scratch"])
 def test_loraplus_puts_lora_b_in_groups_at_ratio_times_their_rate(tiny_models, impl):
-    from lorakit.training import split_head_groups, split_lora_b_groups
+    from lorakit.trainer import split_head_groups, split_lora_b_groups
 
     recipe = _recipe(tiny_models["bert"], "--lora_impl", impl, "--head_learning_rate", "1e-4",
                      "--loraplus_lr_ratio", "16")
@@ -183,6 +183,22 @@ def test_loraplus_puts_lora_b_in_groups_at_ratio_times_their_rate(tiny_models, i
     _, again, _ = grouped()
     again.load_state_dict(optimizer.state_dict())
     assert [g["lr"] for g in again.param_groups] == [g["lr"] for g in optimizer.param_groups]
+
+
+def test_peft_loraplus_groups_differ(tiny_models):
+    # Why KitTrainer keeps its own LoRA+ groups (lorakit/trainer.py): PEFT's create_loraplus_optimizer puts every
+    # 1-D parameter (the head's biases) at the B matrices' rate and drops Trainer's weight decay on A and the head.
+    from peft.optimizers import create_loraplus_optimizer
+
+    recipe = _recipe(tiny_models["bert"], "--loraplus_lr_ratio", "16")
+    model = modeling.build_model(recipe, modeling.load_config(recipe, LABELS))
+    optimizer = create_loraplus_optimizer(model, torch.optim.AdamW, lr=1e-3, loraplus_lr_ratio=16, weight_decay=0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    lr_of = {names[id(p)]: g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    decay_of = {names[id(p)]: g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    head_bias = next(n for n in lr_of if n.endswith("classifier.modules_to_save.default.bias"))
+    assert lr_of[head_bias] == pytest.approx(16e-3)  # the kit keeps it at learning_rate
+    assert decay_of[next(n for n in lr_of if ".lora_A." in n)] == 0.0  # the kit keeps Trainer's 0.1
 
 
 def test_loraplus_reaches_the_trainer(tiny_models, tmp_path):

@@ -197,7 +197,7 @@ def test_python_api_merged_equals_peft_and_bf16_stays_close(sst2):
 
 
 def test_other_adapters_and_the_scratch_layer_load_through_peft(sst2, tmp_path, monkeypatch):
-    import adapters
+    from lorakit import adapters
 
     expected = inference.Classifier.load(str(sst2), precision="fp32").predict(TEXTS)
     foreign = _copy(sst2, tmp_path, "foreign")

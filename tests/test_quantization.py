@@ -1,7 +1,7 @@
 """QLoRA: 4-bit and 8-bit backbones with bitsandbytes on this CPU. The head and pooler stay fp32 nn.Linear and
 trainable, the parameter report counts quantised weights as the weights they stand for, train.py trains and
 saves an adapter that reloads to the same predictions, and merging goes through the dequantised weights. The
-scratch LoRA layer (adapters/) on a quantised backbone trains, merges and unmerges as PEFT's bnb layers do,
+scratch LoRA layer (lorakit/adapters/) on a quantised backbone trains, merges and unmerges as PEFT's bnb layers do,
 DoRA included."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from peft.utils.integrations import dequantize_module_weight
 from safetensors import safe_open
 from transformers import AutoModelForSequenceClassification
 
-import adapters
+from lorakit import adapters
 from conftest import GLUE, QUICK, run_script
 from lorakit import data as data_lib
 from lorakit import modeling, quantization
@@ -177,7 +177,7 @@ def test_merged_export_of_a_qlora_adapter_is_a_plain_fp32_model(qlora_run, tmp_p
 
 
 def _scratch_and_peft(model_path, bits: int, **kw) -> dict[str, torch.nn.Module]:
-    """The same QLoRA model twice, with PEFT's bnb LoRA layers and with the scratch layer (adapters/), from one
+    """The same QLoRA model twice, with PEFT's bnb LoRA layers and with the scratch layer (lorakit/adapters/), from one
     seed; B (and DoRA's magnitudes) moved off their initial values, which would make the comparison trivial."""
     models = {}
     for impl in ("peft", "scratch"):

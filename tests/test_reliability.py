@@ -37,8 +37,15 @@ def _clock(checkpoint: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_roberta, tmp_path_factory) -> dict:
-    return _train(tiny_roberta, tmp_path_factory.mktemp("ref") / "run")
+def reference_folder(tiny_roberta, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("ref") / "run"
+    _train(tiny_roberta, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reference(reference_folder) -> dict:
+    return json.loads((reference_folder / "metrics.json").read_text())
 
 
 def test_same_seed_same_metrics(reference, tiny_roberta, tmp_path):
@@ -46,16 +53,22 @@ def test_same_seed_same_metrics(reference, tiny_roberta, tmp_path):
     assert {k: again[k] for k in COMPARED} == {k: reference[k] for k in COMPARED}
 
 
-def test_kill_9_then_resume_matches_the_uninterrupted_run(reference, tiny_roberta, tmp_path):
+def test_kill_9_then_resume_matches_the_uninterrupted_run(reference, reference_folder, tiny_roberta, tmp_path):
+    # The run overwrites an earlier one: it trains beside it (.killed.next) and takes its place only when complete,
+    # so the kill leaves the earlier run whole, and the resume finds the new run's checkpoints.
     out = tmp_path / "killed"
+    shutil.copytree(reference_folder, out)
+    earlier = {name: (out / name).read_bytes() for name in ("metrics.json", "adapter_model.safetensors")}
+    before = tree(out)
+    work = tmp_path / ".killed.next"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "train.py", *RUN, "--model_name_or_path", str(tiny_roberta),
-                             "--output_dir", str(out)], cwd=REPO, env=env,
+                             "--output_dir", str(out), "--overwrite_output_dir"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 300
         # trainer_state.json is the last file Trainer writes into a checkpoint: the checkpoint is complete.
-        while not (out / "checkpoint-4" / "trainer_state.json").exists():
+        while not (work / "checkpoint-4" / "trainer_state.json").exists():
             assert proc.poll() is None, "training ended before its first checkpoint"
             assert time.time() < deadline, "no checkpoint within 5 minutes"
             time.sleep(0.05)
@@ -64,11 +77,15 @@ def test_kill_9_then_resume_matches_the_uninterrupted_run(reference, tiny_robert
     finally:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    assert not (out / "metrics.json").exists(), "the run finished before it could be killed"
-    clock = _clock(out / "checkpoint-4")
+    assert not (work / "metrics.json").exists(), "the run finished before it could be killed"
+    assert tree(out) == before  # the earlier run, untouched
+    clock = _clock(work / "checkpoint-4")
     assert clock["segments"] == 1 and clock["seconds"] > 0
 
     resumed = _train(tiny_roberta, out, "--resume_from_checkpoint", "latest")
+    assert not work.exists() and not (tmp_path / ".killed.old").exists()
+    assert (out / "metrics.json").read_bytes() != earlier["metrics.json"]  # the new run's files, whole
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-16"]
     assert {k: resumed[k] for k in COMPARED if k != "train_loss"} == \
            {k: reference[k] for k in COMPARED if k != "train_loss"}
     # train_loss is the whole run's mean step loss: the sum up to the checkpoint (the clock's) plus the rest.
@@ -114,13 +131,13 @@ def test_length_grouped_order_depends_on_seed_and_epoch_only(tmp_path):
     import torch
     from transformers import TrainingArguments
 
-    from lorakit.training import trainer_class
+    from lorakit.trainer import KitTrainer
 
     lengths = [(7 * i) % 50 + 1 for i in range(200)]
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, seed=3, use_cpu=True,
                              train_sampling_strategy="group_by_length", report_to=[])
-    trainer = trainer_class()(model=torch.nn.Linear(1, 1), args=args,
-                              train_dataset=[{"input_ids": [0] * n} for n in lengths])
+    trainer = KitTrainer(model=torch.nn.Linear(1, 1), args=args,
+                         train_dataset=[{"input_ids": [0] * n} for n in lengths])
     sampler = trainer._get_train_sampler()
 
     def order(epoch, rng_seed):
@@ -168,6 +185,23 @@ def test_staged_write_interrupted_leaves_the_old_folder_as_it_was(tmp_path):
         (stage / "metrics.json").write_text("new")
     assert (out / "metrics.json").read_text() == "new" and sorted(p.name for p in out.iterdir()) == \
            ["adapter_model.safetensors", "metrics.json"]
+
+
+@pytest.mark.parametrize("atomic", [True, False])
+def test_swap_in_replaces_the_folder_whole(tmp_path, monkeypatch, atomic):
+    from lorakit import fileio
+
+    if not atomic:  # the two-rename path of systems without renameat2
+        monkeypatch.setattr(fileio, "_exchange", lambda a, b: False)
+    dest, new = tmp_path / "run", fileio.next_folder(tmp_path / "run")
+    for folder, content in ((dest, "old"), (new, "new")):
+        (folder / "checkpoint-4").mkdir(parents=True)
+        (folder / "metrics.json").write_text(content)
+    (dest / "stale.txt").write_text("only in the old run")
+    assert fileio.final_folder(new) == dest and fileio.final_folder(dest) == dest
+    fileio.swap_in(new, dest)
+    assert (dest / "metrics.json").read_text() == "new" and not (dest / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
 def test_hub_token_is_written_nowhere(tiny_roberta, tmp_path):

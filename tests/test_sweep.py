@@ -9,7 +9,7 @@ import json
 import pytest
 
 from conftest import GLUE, QUICK, REPO, make_tiny_model, run_script, tree
-from lorakit import sweep, training
+from lorakit import sweep
 from lorakit.errors import run_cli
 from lorakit.recipe import parse_recipe
 
@@ -112,7 +112,7 @@ def test_over_budget_setting_is_skipped_and_listed_before_any_weights_load(tmp_p
     model = make_tiny_model("bert", tmp_path / "config-only", weights=False)
     out = tmp_path / "sweep"
     handed_to_training = []
-    monkeypatch.setattr(training, "run", lambda resolved: handed_to_training.append(resolved.recipe.lora_r))
+    monkeypatch.setattr(train_script, "train", lambda resolved: handed_to_training.append(resolved.recipe.lora_r))
     argv = [*SST2, "--model_name_or_path", str(model), *QUICK, "--output_dir", str(out),
             "--sweep", "lora_r=2,64", "--max_trainable_params", "2000"]
     assert run_cli(train_script.main, argv) == 0

@@ -12,7 +12,7 @@ longer than drawing the mask); backward keeps it as one byte an element, where t
 tensor of the input's dtype. A dropped element is +0 whatever it held (NaN and inf included).
 
 CUDA's fused dropout kernel is faster than this, so training swaps these in on CPU only (recipe key
-`fast_dropout`), and drops the attention probabilities with `fast_dropout` too (`lorakit.attention`).
+`fast_dropout`), and drops the attention probabilities with `fast_dropout` too (`lorakit.cpu.attention`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 transformers' SDPA attention hands the attention probabilities' dropout to `scaled_dot_product_attention`, which
 on CPU then runs its math kernel and draws one random number per probability (batch x heads x length x length of
 them per layer): at 128 tokens a quarter of a LoRA step on MiniLM (`python -m bench.step_options`). `cpu_attention`
-computes the same math kernel itself in training and drops the probabilities with `lorakit.dropout.fast_dropout`
+computes the same math kernel itself in training and drops the probabilities with `lorakit.cpu.dropout.fast_dropout`
 (one draw per four elements). Without attention dropout SDPA picks its CPU flash kernel, whose backward is slower
 than the math kernel's on short rows, so training on rows up to MATH_KERNEL_MAX_TOKENS holds SDPA to its math
 kernel. Evaluation, and anything this does not cover (causal or cached attention, grouped key/value heads,
