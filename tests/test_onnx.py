@@ -93,7 +93,8 @@ def test_fp32_export_agrees_with_the_torch_path(sst2, exported, torch_fp32):
 def test_int8_export_keeps_the_labels(sst2, exported, tmp_path):
     int8 = export_onnx(str(sst2), tmp_path / "int8", quantize="int8")
     assert {p.name for p in int8.path.iterdir()} == EXPORT_FILES
-    assert int8.quantize == "int8" and int8.fp32_bytes == exported.bytes and int8.bytes < exported.bytes / 2
+    # The matmul weights are stored in int8; the embeddings (most of this tiny model) stay fp32.
+    assert int8.quantize == "int8" and int8.fp32_bytes == exported.bytes and int8.bytes < 0.8 * exported.bytes
     fp32 = OnnxClassifier.load(exported.path).predict(TEXTS)
     ours = OnnxClassifier.load(int8.path).predict(TEXTS)
     # int8 rounds the weights (and, dynamically, each matmul's input): on this model's random weights of scale 1
