@@ -19,7 +19,8 @@ def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
     (transformers.TrainerCallback) go to the Trainer: the benchmark times steps with one."""
     from transformers import set_seed
 
-    from lorakit import data, modeling, training
+    from lorakit import data, labels, modeling, training
+    from lorakit.loss import weighted_loss
     from lorakit.trainer import KitTrainer, TrainClock
 
     recipe = resolved.recipe
@@ -35,6 +36,7 @@ def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
         task_data = data.load_task_data(recipe)
         config, model, params = modeling.prepare(recipe, task_data.label_names, load_weights=not recipe.dry_run)
     training.log_resolution(resolved, args, config, model, task_data, params, notes)
+    resolved = labels.with_class_weights(resolved, task_data.class_weights)  # `balanced` saved as its numbers
     if recipe.dry_run:
         return None
     training.speed_up(model, recipe, args)  # frozen linears in bf16; on CPU, lorakit.cpu's dropout and attention
@@ -50,6 +52,7 @@ def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
         model=training.prepare_for_trainer(model), args=args, train_dataset=tokenized.train,
         eval_dataset=tokenized.eval, processing_class=tokenizer, data_collator=data.PaddingCollator(tokenizer),
         compute_metrics=training.compute_metrics(recipe, task_data), callbacks=[*callbacks, *filter(None, [clock])],
+        compute_loss_func=weighted_loss(task_data.problem_type, task_data.class_weights),  # None: the model's loss
         head_learning_rate=recipe.head_learning_rate, head_modules=modeling.head_modules(recipe, config),
         loraplus_lr_ratio=recipe.loraplus_lr_ratio)
 

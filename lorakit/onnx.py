@@ -20,7 +20,7 @@ import onnxruntime
 from tokenizers import Tokenizer
 
 from .errors import UsageError
-from .predictions import Prediction, decode
+from .predictions import Prediction, from_logits
 from .runfolder import ONNX_FILE, ONNX_FILES, TOKENIZER_JSON, LabelInfo, is_onnx_export, read_labels
 from .textio import Row, check_rows
 
@@ -64,10 +64,11 @@ class OnnxClassifier:
         if batch_size < 1:
             raise UsageError(f"batch_size should be a positive integer but the value passed is {batch_size}")
         self.session = session
-        self.labels = labels
         self.label_names = labels.label_names
         self.text_columns = labels.text_columns
         self.is_pair = labels.is_pair
+        self.problem_type = labels.problem_type
+        self.threshold = labels.threshold  # multi-label: a label is predicted above it (None: 0.5)
         self.batch_size = batch_size
         self.source = source
         self.truncated = 0  # texts cut to max_length so far
@@ -76,6 +77,10 @@ class OnnxClassifier:
         if unknown:
             raise UsageError(f"the ONNX graph in {source!r} takes input {unknown[0]!r}, which a tokenizer does not "
                              f"give (known: {', '.join(FEEDS)}); export it again with export.py --format onnx")
+        width = session.get_outputs()[0].shape[-1]
+        if isinstance(width, int) and width != len(labels.label_names):
+            raise UsageError(f"the ONNX graph in {source!r} gives {width} outputs but its labels.json names "
+                             f"{len(labels.label_names)}; the files come from different exports, so export again")
         padding = tokenizer.padding or {}
         if "pad_id" not in padding:
             raise UsageError(f"{TOKENIZER_JSON} in {source!r} names no padding token; export it again with "
@@ -89,6 +94,12 @@ class OnnxClassifier:
         self.tokenizer = tokenizer
         self._uncut = Tokenizer.from_str(tokenizer.to_str())
         self._uncut.no_truncation()
+
+    @property
+    def label_info(self) -> LabelInfo:
+        """What labels.json says of this classifier (its label names, inputs, problem type, threshold)."""
+        return LabelInfo(label_names=list(self.label_names), text_columns=list(self.text_columns),
+                         max_seq_length=self.max_length, problem_type=self.problem_type, threshold=self.threshold)
 
     @classmethod
     def load(cls, folder: str | Path, *, batch_size: int = 64, threads: int | None = None) -> "OnnxClassifier":
@@ -153,9 +164,8 @@ class OnnxClassifier:
             return []
         check_rows(rows, pair=self.is_pair, source=self.source)
         logits, cut = self._logits(rows)
-        predictions = decode(rows, logits, self.labels, cut)
         self.truncated += sum(cut)
-        return predictions
+        return from_logits(rows, logits, self.label_info, cut)
 
     def predict(self, texts: str | Sequence[str], pairs: Sequence[str] | None = None) -> list[Prediction]:
         """Predictions for one text or many (and their second sentences for a pair classifier), in input order."""

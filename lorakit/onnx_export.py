@@ -25,8 +25,7 @@ import torch
 from .errors import UsageError
 from .inference import Classifier, check_export_dir, read_folder, resolve_adapter
 from .predictions import softmax
-from .runfolder import (CARD_FILE, ONNX_FILE, SINGLE_LABEL, TOKENIZER_JSON, LabelInfo, read_labels,
-                        write_labels)
+from .runfolder import CARD_FILE, ONNX_FILE, TOKENIZER_JSON, LabelInfo, write_labels
 from .textio import Row
 
 QUANTIZE = ("int8",)
@@ -149,7 +148,6 @@ def export_onnx(adapter: str | None, dest: Path, *, base_model: str | None = Non
         raise UsageError(f"quantize should be one of {', '.join(QUANTIZE)} but the value passed is {quantize!r}")
     check_export_dir(dest, overwrite)
     folder = read_folder(resolve_adapter(adapter), base_model)
-    labels = read_labels(folder.path, required=False)
     classifier = Classifier.from_folder(folder, precision="fp32")
     size = sum(p.numel() * p.element_size() for p in classifier.model.parameters())
     if size > MAX_BYTES:
@@ -158,10 +156,7 @@ def export_onnx(adapter: str | None, dest: Path, *, base_model: str | None = Non
     check = _batch(classifier, CHECK_TEXTS)
     with torch.no_grad():
         expected = classifier.model(**check).logits.float().numpy()
-    info = LabelInfo(label_names=classifier.label_names, text_columns=classifier.text_columns,
-                     max_seq_length=classifier.max_length,
-                     problem_type=labels.problem_type if labels else SINGLE_LABEL,
-                     threshold=labels.threshold if labels else None)
+    info = classifier.label_info
     model_type = classifier.model.config.model_type
     with staged_folder(dest, last=ONNX_FILE) as stage:
         fp32 = stage / "fp32.onnx.tmp"

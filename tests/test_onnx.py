@@ -255,7 +255,23 @@ def test_a_damaged_export_or_a_torch_flag_is_refused_in_one_line(exported, tmp_p
     labels = json.loads((exported.path / "labels.json").read_text())
     shutil.copy(exported.path / "model.onnx", broken / "model.onnx")
     shutil.copy(exported.path / "tokenizer.json", broken / "tokenizer.json")
-    (broken / "labels.json").write_text(json.dumps({**labels, "problem_type": "regression"}))
-    with pytest.raises(UsageError, match="problem_type 'regression'"):
-        OnnxClassifier.load(broken).predict(["fine"])
+    (broken / "labels.json").write_text(json.dumps({**labels, "label_names": ["score"], "problem_type": "regression"}))
+    with pytest.raises(UsageError, match="gives 2 outputs but its labels.json names 1"):
+        OnnxClassifier.load(broken)
 
+
+def test_multi_label_outputs_come_from_the_shared_predictions(sst2, exported, tmp_path):
+    # labels.json decides how outputs are read, for both paths alike: here as two independent labels (sigmoid).
+    onnx_folder, adapter = tmp_path / "onnx", tmp_path / "adapter"
+    shutil.copytree(exported.path, onnx_folder)
+    shutil.copytree(sst2, adapter)
+    for folder in (onnx_folder, adapter):
+        labels = json.loads((folder / "labels.json").read_text())
+        (folder / "labels.json").write_text(json.dumps({**labels, "problem_type": "multi_label_classification",
+                                                        "threshold": 0.6}))
+    ours = OnnxClassifier.load(onnx_folder).predict(TEXTS)
+    reference = Classifier.load(str(adapter), precision="fp32").predict(TEXTS)
+    assert [p.labels for p in ours] != [[]] * len(TEXTS)
+    assert [[name for name, _ in p.labels] for p in ours] == [[name for name, _ in p.labels] for p in reference]
+    for a, b in zip(ours, reference):
+        assert a.scores == pytest.approx(b.scores, abs=1e-4)
