@@ -267,11 +267,17 @@ def test_multi_label_outputs_come_from_the_shared_predictions(sst2, exported, tm
     shutil.copytree(sst2, adapter)
     for folder in (onnx_folder, adapter):
         labels = json.loads((folder / "labels.json").read_text())
-        (folder / "labels.json").write_text(json.dumps({**labels, "problem_type": "multi_label_classification",
-                                                        "threshold": 0.6}))
-    ours = OnnxClassifier.load(onnx_folder).predict(TEXTS)
-    reference = Classifier.load(str(adapter), precision="fp32").predict(TEXTS)
-    assert [p.labels for p in ours] != [[]] * len(TEXTS)
-    assert [[name for name, _ in p.labels] for p in ours] == [[name for name, _ in p.labels] for p in reference]
-    for a, b in zip(ours, reference):
+        (folder / "labels.json").write_text(json.dumps({**labels, "problem_type": "multi_label_classification"}))
+    ours, theirs = OnnxClassifier.load(onnx_folder), Classifier.load(str(adapter), precision="fp32")
+    # A threshold in the widest gap between this model's own sigmoid scores (as --threshold sets it): some labels
+    # pass, some not, and none sits within the paths' 1e-4 of it.
+    scores = sorted(v for p in ours.predict(TEXTS) for v in p.scores.values())
+    low, high = max(zip(scores, scores[1:]), key=lambda pair: pair[1] - pair[0])
+    assert high - low > 1e-3
+    ours.threshold = theirs.threshold = (low + high) / 2
+    mine, reference = ours.predict(TEXTS), theirs.predict(TEXTS)
+    passed = [[name for name, _ in p.labels] for p in mine]
+    assert 0 < sum(map(len, passed)) < 2 * len(TEXTS)
+    assert passed == [[name for name, _ in p.labels] for p in reference]
+    for a, b in zip(mine, reference):
         assert a.scores == pytest.approx(b.scores, abs=1e-4)
