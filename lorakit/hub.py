@@ -85,13 +85,14 @@ def build_card(run: Run, repo_id: str, *, base_model: str | None = None, dataset
     data_name = dataset or recipe.get("dataset_name") or recipe.get("train_file") or "custom"
     data_id = None if is_local_path(data_name) or data_name == "custom" else data_name
     config_name = recipe.get("dataset_config_name")
+    prefix, split = _reported_split(recipe, metrics)
     results = [EvalResult(task_type="text-classification", task_name="Text Classification",
                           dataset_type=data_id or Path(str(data_name)).name,
                           dataset_name=_pretty(data_name, config_name), dataset_config=config_name,
-                          dataset_split=recipe.get("eval_split"), metric_type=METRIC_TYPES.get(m, (m, None))[0],
+                          dataset_split=split, metric_type=METRIC_TYPES.get(m, (m, None))[0],
                           metric_args=METRIC_TYPES.get(m, (m, None))[1], metric_name=METRIC_NAMES.get(m, m),
-                          metric_value=round(metrics[f"eval_{m}"], 4))
-               for m in recipe.get("metrics", []) if f"eval_{m}" in metrics]
+                          metric_value=round(metrics[f"{prefix}_{m}"], 4))
+               for m in recipe.get("metrics", []) if f"{prefix}_{m}" in metrics]
     method_tags = ["lora", *(["dora"] if recipe.get("use_dora") else []), "peft"] if run.is_adapter \
         else [recipe.get("method", "full")]
     data = ModelCardData(
@@ -104,6 +105,16 @@ def build_card(run: Run, repo_id: str, *, base_model: str | None = None, dataset
         eval_results=results or None,
     )
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{_prose(run, repo_id, base, data_name, results)}")
+
+
+def _reported_split(recipe: dict, metrics: dict) -> tuple[str, str]:
+    """The metrics a card reports: the test split's, scored once after training, when the run has them; else the
+    evaluation split's (prefix of the metrics.json keys, split name)."""
+    if any(f"test_{m}" in metrics for m in recipe.get("metrics", [])):
+        return "test", recipe.get("test_split") or Path(str(recipe.get("test_file"))).name
+    if recipe.get("validation_split_percentage"):
+        return "eval", f"{recipe.get('train_split', 'train')} ({recipe['validation_split_percentage']:g}% held out)"
+    return "eval", recipe.get("eval_split")
 
 
 def _pretty(name: str, config: str | None) -> str:
@@ -142,7 +153,7 @@ def _prose(run: Run, repo_id: str, base: str, data_name: str, results) -> str:
              f"{_pretty(data_name, recipe.get('dataset_config_name'))} {does}. "
              "It was trained with lorakit from the recipe in `recipe.yaml`.", ""]
     if results:
-        lines += ["## Results", "", f"On the {recipe.get('eval_split', 'evaluation')} split:", "",
+        lines += ["## Results", "", f"On the {results[0].dataset_split or 'evaluation'} split:", "",
                   "| metric | value |", "|---|---|"]
         lines += [f"| {r.metric_name} | {r.metric_value:.4f} |" for r in results]
         lines.append("")
