@@ -476,6 +476,13 @@ class Classifier:
             progress.update(len(chunk))
 
 
+def check_export_dir(dest: Path, overwrite: bool) -> None:
+    """UsageError unless `dest` is new, an empty folder, or a folder the user allowed to overwrite."""
+    if dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not overwrite)):
+        raise UsageError(f"export folder {str(dest)!r} {'is a file' if not dest.is_dir() else 'is not empty'}; "
+                         "pass a new folder with --output_dir" + ("" if not dest.is_dir() else ", or --overwrite"))
+
+
 def export_merged(adapter: str | None, dest: Path, *, base_model: str | None = None,
                   overwrite: bool = False) -> Path:
     """Write `adapter` as a full model folder in `dest`: LoRA folded into the weights, the head included, the
@@ -483,9 +490,7 @@ def export_merged(adapter: str | None, dest: Path, *, base_model: str | None = N
     (`from_pretrained`, `pipeline`); no PEFT needed. Written aside and renamed into place: all or nothing."""
     from .fileio import staged_folder
 
-    if dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not overwrite)):
-        raise UsageError(f"export folder {str(dest)!r} {'is a file' if not dest.is_dir() else 'is not empty'}; "
-                         "pass a new folder with --output_dir" + ("" if not dest.is_dir() else ", or --overwrite"))
+    check_export_dir(dest, overwrite)
     classifier = Classifier.load(adapter, base_model=base_model, precision="fp32")
     # So that `pipeline(..., truncation=True)` cuts where training did.
     classifier.tokenizer.model_max_length = classifier.max_length
