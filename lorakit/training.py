@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -35,15 +36,27 @@ TRAINING_DEFAULTS = {
 }
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A handler that writes to sys.stderr as it is at each message (a redirect or pytest's capture made after
+    logging was set up still sees the lines)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def setup_logging(is_main: bool) -> None:
     """The `lorakit` logger prints `[lorakit] message` on stderr (INFO on the main process, WARNING on the others).
     Only that logger is touched: the caller's root handlers stay as they are."""
     logger = logging.getLogger("lorakit")
     logger.setLevel(logging.INFO if is_main else logging.WARNING)
-    if not any(getattr(h, "_lorakit", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("[lorakit] %(message)s"))
-        handler._lorakit = True
         logger.addHandler(handler)
         logger.propagate = False
 
