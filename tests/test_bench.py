@@ -150,7 +150,7 @@ def test_allocator_benchmark_runs_every_setting_on_its_allocator(tiny_bert, caps
                              allocator.KIT]
     assert [s["allocator"] for s in summary.values()] == ["system", "system", "mimalloc", "mimalloc"]
     assert all(s["peak_rss_mb"] > 0 and s["samples_per_s"] > 0 for s in summary.values())
-    assert "| mimalloc, purge off (train.py's default) |" in capsys.readouterr().out
+    assert "| mimalloc, purge off (LORAKIT_ALLOCATOR=mimalloc) |" in capsys.readouterr().out
 
 
 def test_step_options_times_every_option(tiny_bert):

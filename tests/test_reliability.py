@@ -85,7 +85,7 @@ def test_kill_9_then_resume_matches_the_uninterrupted_run(reference, reference_f
     resumed = _train(tiny_roberta, out, "--resume_from_checkpoint", "latest")
     assert not work.exists() and not (tmp_path / ".killed.old").exists()
     assert (out / "metrics.json").read_bytes() != earlier["metrics.json"]  # the new run's files, whole
-    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-16"]
+    assert (out / "checkpoint-16" / "trainer_state.json").is_file()  # the new run's checkpoints came with it
     assert {k: resumed[k] for k in COMPARED if k != "train_loss"} == \
            {k: reference[k] for k in COMPARED if k != "train_loss"}
     # train_loss is the whole run's mean step loss: the sum up to the checkpoint (the clock's) plus the rest.
