@@ -4,7 +4,7 @@
     python train.py --task sst2 --model_name_or_path ./my-model --dataset_name ../shared/data/glue
     python train.py --config my_recipe.yaml --learning_rate 3e-4 --dry_run
 
-Any recipe key can be overridden as --key value; README.md lists them.
+Any recipe key can be overridden as --key value; `python train.py --help` lists them.
 """
 
 import sys
@@ -12,6 +12,7 @@ import sys
 from lorakit.cpu import allocator
 from lorakit.errors import run_cli
 from lorakit.recipe import Resolved, parse_recipe
+from lorakit.recipe_help import help_text, wants_help
 
 
 def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
@@ -19,7 +20,7 @@ def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
     (transformers.TrainerCallback) go to the Trainer: the benchmark times steps with one."""
     from transformers import set_seed
 
-    from lorakit import data, modeling, training
+    from lorakit import data, hub, modeling, plan, training
     from lorakit.trainer import KitTrainer, TrainClock
 
     recipe = resolved.recipe
@@ -31,11 +32,13 @@ def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
     set_seed(args.seed)
 
     # 3. Data, and 4. the model with LoRA (its budget and targets checked on a weightless copy first).
+    hub.check_reachable(recipe)  # a Hub id with no Hub: one line now, not a minute of retries
     with args.main_process_first(desc="loading data"):
         task_data = data.load_task_data(recipe)
         config, model, params = modeling.prepare(recipe, task_data.label_names, load_weights=not recipe.dry_run)
     training.log_resolution(resolved, args, config, model, task_data, params, notes)
     if recipe.dry_run:
+        plan.log_plan(recipe, args, config, task_data)  # steps, and the time a few timed steps predict
         return None
     training.speed_up(model, recipe, args)  # frozen linears in bf16; on CPU, lorakit.cpu's dropout and attention
 
@@ -59,12 +62,15 @@ def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
     train_output = trainer.train(resume_from_checkpoint=resume)
 
     # 8. Evaluate, and 9. save the run folder (adapter, tokenizer, labels, recipe, metrics, curve).
-    metrics = training.final_metrics(trainer, train_output, params, recipe, resume, len(tokenized.train))
+    metrics = training.final_metrics(trainer, train_output, params, recipe, resume, tokenized)
     training.save(trainer, tokenizer, resolved, task_data.label_names, metrics)
     return metrics
 
 
 def main(argv: list[str]) -> int:
+    if wants_help(argv):  # before anything heavy: the help reads the recipe dataclass and a committed key list
+        print(help_text(argv))
+        return 0
     resolved = parse_recipe(argv)
     if resolved.sweeps:
         from lorakit.sweep import run_sweep

@@ -22,6 +22,7 @@ class TaskData:
     train: Dataset
     eval: Dataset
     label_names: list[str]
+    eval_split_rows: int | None = None  # rows of the eval split before max_eval_samples (the card says "N of M")
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -166,6 +167,7 @@ def load_task_data(recipe: Recipe) -> TaskData:
                              "label_column_name to match")
     if recipe.max_train_samples:
         train = train.select(range(min(recipe.max_train_samples, len(train))))
+    eval_split_rows = len(evals)
     if recipe.max_eval_samples:
         evals = evals.select(range(min(recipe.max_eval_samples, len(evals))))
     for split_name, split in (("train", train), ("eval", evals)):
@@ -177,7 +179,7 @@ def load_task_data(recipe: Recipe) -> TaskData:
     keep = [*recipe.text_columns, recipe.label_column_name]
     train, evals = (s.select_columns(keep) for s in (train, evals))
     return TaskData(train=_to_ids(train, "train", recipe, names), eval=_to_ids(evals, "eval", recipe, names),
-                    label_names=names)
+                    label_names=names, eval_split_rows=eval_split_rows)
 
 
 def tokenize(data: TaskData, tokenizer, recipe: Recipe) -> TaskData:
@@ -193,7 +195,8 @@ def tokenize(data: TaskData, tokenizer, recipe: Recipe) -> TaskData:
     def run(split: Dataset, name: str) -> Dataset:
         return split.map(encode, batched=True, remove_columns=list(columns), desc=f"Tokenising {name}")
 
-    return TaskData(train=run(data.train, "train"), eval=run(data.eval, "eval"), label_names=data.label_names)
+    return TaskData(train=run(data.train, "train"), eval=run(data.eval, "eval"), label_names=data.label_names,
+                    eval_split_rows=data.eval_split_rows)
 
 
 @dataclass
