@@ -216,8 +216,8 @@ def build_model(recipe: Recipe, config: PretrainedConfig, *, random_weights: boo
 def new_weights_note(missing: list[str], config: PretrainedConfig) -> str:
     """One line on the weights the checkpoint lacked, which start random: normally just the new head."""
     modules = sorted({name.rsplit(".", 1)[0] for name in missing})
-    head = [m for m in modules if m.split(".")[0] in HEAD_MODULES]
-    other = [m for m in modules if m not in head]
+    head = sorted({m.split(".")[0] for m in modules if m.split(".")[0] in HEAD_MODULES})  # RoBERTa's: dense, out_proj
+    other = [m for m in modules if m.split(".")[0] not in HEAD_MODULES]
     if not modules:
         return "head loaded from the checkpoint (no new weights)"
     line = f"head initialised: {', '.join(head)} ({config.num_labels} labels)" if head else ""
