@@ -181,3 +181,35 @@ def test_parameter_counts_read_plainly():
 
     assert [count_label(x) for x in (950, 165_000, 185_500, 1_200_000, 2.5e9)] == ["950", "165k", "186k", "1.2M",
                                                                                     "2.5B"]
+
+
+def test_staged_files_get_the_umasks_mode_not_tempfiles(tmp_path):
+    import os
+    import tempfile
+
+    from lorakit.fileio import staged_folder, write_json_atomic
+
+    umask = os.umask(0o022)
+    try:
+        with staged_folder(tmp_path / "run") as stage:
+            fd, name = tempfile.mkstemp(dir=stage)  # 0600, as safetensors' and tempfile's writers leave files
+            os.close(fd)
+            os.rename(name, stage / "model.safetensors")
+        write_json_atomic(tmp_path / "run" / "metrics.json", {"eval_accuracy": 1.0})
+    finally:
+        os.umask(umask)
+    for name in ("model.safetensors", "metrics.json"):
+        assert stat.S_IMODE((tmp_path / "run" / name).stat().st_mode) == 0o644, name
+
+
+def test_a_hub_library_line_is_printed_once(capfd):
+    """huggingface_hub logs through its own stderr handler; the kit's logging adds none to the root logger, so a
+    retry or warning line is not printed a second time with the [lorakit] prefix."""
+    import logging
+
+    from lorakit.training import setup_logging
+
+    setup_logging(True)
+    logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry 1/5].")
+    err = capfd.readouterr().err
+    assert err.count("Retrying in 1s") == 1 and "[lorakit] Retrying" not in err
