@@ -6,7 +6,8 @@
     cat headlines.txt | python infer.py --adapter outputs/agnews
     python infer.py --adapter outputs/mrpc "The cat sat." --pair "A cat was sitting."
 
-Prints label<TAB>probability<TAB>text per input (or JSON Lines with --json), in input order.
+Prints label<TAB>probability<TAB>text per input (or JSON Lines with --json), in input order; for a multi-label
+adapter every label over the threshold with its probability, for a regression score<TAB>text.
 """
 
 import time
@@ -21,6 +22,7 @@ from pathlib import Path  # noqa: E402
 
 from lorakit import inference, predictions, textio  # noqa: E402
 from lorakit.errors import ArgumentParser, UsageError, run_cli  # noqa: E402
+from lorakit.runfolder import MULTI_LABEL, REGRESSION  # noqa: E402
 
 PROGRESS_FROM = 1000  # rows; fewer finish before a bar would tell anyone anything
 
@@ -40,8 +42,12 @@ def parse_args(argv: list[str]):
     parser.add_argument("--column", help="text column(s) of a .csv/.jsonl file, comma-separated for pairs "
                                          "(default: the columns the adapter was trained on)")
     parser.add_argument("--top_k", type=int, help="show the k most probable labels")
+    parser.add_argument("--threshold", type=float,
+                        help="multi-label adapters: show the labels whose probability exceeds this (default: the "
+                             "threshold in the adapter's labels.json, 0.5 unless the recipe set it)")
     parser.add_argument("--json", action="store_true",
-                        help="JSON Lines: text, label, score, scores (every label), line (for files)")
+                        help="JSON Lines: text, label, score, scores (every label), line (for files); multi-label: "
+                             "labels (a list of label, score) and scores; regression: score")
     parser.add_argument("--batch_size", type=int, default=64, help="texts per forward pass (default 64)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="auto: bf16 where the CPU (AVX-512-BF16, AMX) or GPU has it natively, else fp32")
@@ -49,6 +55,8 @@ def parse_args(argv: list[str]):
                         help="skip (and report) undecodable or empty input lines instead of stopping")
     parser.add_argument("--timings", action="store_true", help="print where the time went on stderr")
     args = parser.parse_intermixed_args(argv)  # texts and their --pair may alternate
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        raise UsageError(f"--threshold should be between 0 and 1 (exclusive) but the value passed is {args.threshold}")
     if args.top_k is not None and args.top_k < 1:
         raise UsageError(f"--top_k should be 1 or more but the value passed is {args.top_k}")
     if args.texts and args.file:
@@ -81,6 +89,18 @@ def rows_and_total(args, folder: inference.ModelFolder, bad: textio.BadLines):
     return textio.stdin_rows(folder.is_pair, bad), None
 
 
+def check_options(args, classifier: inference.Classifier) -> None:
+    """--threshold and --top_k against the problem type the model was trained for; sets the threshold."""
+    if args.threshold is not None:
+        if classifier.problem_type != MULTI_LABEL:
+            raise UsageError(f"--threshold applies to multi-label adapters, but {classifier.source!r} is "
+                             f"{classifier.problem_type}; drop --threshold")
+        classifier.threshold = args.threshold
+    if args.top_k and classifier.problem_type == REGRESSION:
+        raise UsageError(f"--top_k ranks labels, but {classifier.source!r} is a regression (it prints a score); "
+                         "drop --top_k")
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     imported = time.perf_counter()
@@ -90,6 +110,7 @@ def main(argv: list[str]) -> int:
     bad = textio.BadLines(f"input file {str(args.file)!r}" if args.file else "standard input", args.skip_bad_lines)
     rows, total = rows_and_total(args, folder, bad)
     classifier = inference.Classifier.from_folder(folder, precision=args.precision, batch_size=args.batch_size)
+    check_options(args, classifier)
     loaded = time.perf_counter()
 
     from tqdm import tqdm

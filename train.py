@@ -20,7 +20,8 @@ def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
     (transformers.TrainerCallback) go to the Trainer: the benchmark times steps with one."""
     from transformers import set_seed
 
-    from lorakit import data, hub, modeling, plan, training
+    from lorakit import data, hub, labels, modeling, plan, training
+    from lorakit.loss import weighted_loss
     from lorakit.trainer import KitTrainer, TrainClock
 
     recipe = resolved.recipe
@@ -37,6 +38,7 @@ def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
         task_data = data.load_task_data(recipe)
         config, model, params = modeling.prepare(recipe, task_data.label_names, load_weights=not recipe.dry_run)
     training.log_resolution(resolved, args, config, model, task_data, params, notes)
+    resolved = labels.with_class_weights(resolved, task_data.class_weights)  # `balanced` saved as its numbers
     if recipe.dry_run:
         plan.log_plan(recipe, args, config, task_data)  # steps, and the time a few timed steps predict
         return None
@@ -53,6 +55,7 @@ def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
         model=training.prepare_for_trainer(model), args=args, train_dataset=tokenized.train,
         eval_dataset=tokenized.eval, processing_class=tokenizer, data_collator=data.PaddingCollator(tokenizer),
         compute_metrics=training.compute_metrics(recipe, task_data), callbacks=[*callbacks, *filter(None, [clock])],
+        compute_loss_func=weighted_loss(task_data.problem_type, task_data.class_weights),  # None: the model's loss
         head_learning_rate=recipe.head_learning_rate, head_modules=modeling.head_modules(recipe, config),
         loraplus_lr_ratio=recipe.loraplus_lr_ratio)
 

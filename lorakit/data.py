@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-from datasets import ClassLabel, Dataset, DatasetDict
+from datasets import Dataset, DatasetDict
 from transformers import DataCollatorWithPadding
 
+from . import labels
 from .errors import UsageError
 from .recipe import Recipe
+from .runfolder import REGRESSION, SINGLE_LABEL
 
 _FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
 @dataclass
 class TaskData:
-    """Train and eval splits with integer labels, and the label names in id order."""
+    """Train and eval splits with their targets in a `labels` column (lorakit.labels), the label names in id
+    order, and what the loss and the metrics need to know about them."""
 
     train: Dataset
     eval: Dataset
     label_names: list[str]
+    problem_type: str = SINGLE_LABEL
+    class_weights: list[float] | None = None  # per class, or per label as BCE's pos_weight
+    pos_label: int = 1  # the class metric f1 scores
+    threshold: float | None = None  # multi-label decision threshold
     eval_split_rows: int | None = None  # rows of the eval split before max_eval_samples (the card says "N of M")
 
     @property
@@ -101,52 +109,6 @@ def _pick_split(ds: DatasetDict, split: str, key: str, source: str) -> Dataset:
     return ds[split]
 
 
-def _label_names(recipe: Recipe, train: Dataset) -> list[str]:
-    if recipe.label_names:
-        return list(recipe.label_names)
-    feature = train.features[recipe.label_column_name]
-    if isinstance(feature, ClassLabel):
-        return list(feature.names)
-    # Users' own files: take the label set from the data, sorted so that ids are stable across runs.
-    return [str(v) for v in sorted(set(train[recipe.label_column_name]))]
-
-
-def _to_ids(split: Dataset, name: str, recipe: Recipe, label_names: list[str]) -> Dataset:
-    """Labels as integers in [0, num_labels) in a `labels` column; a label outside the set is a UsageError naming
-    it and its row. A `map`, so that datasets caches it beside the source and the tokenisation after it."""
-    column = recipe.label_column_name
-    label2id = {n: i for i, n in enumerate(label_names)}
-    is_class_label = isinstance(split.features[column], ClassLabel)
-    count = len(label_names)
-
-    def to_id(value, row):
-        if isinstance(value, str) and not is_class_label:
-            label = label2id.get(value)
-        elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < count:
-            label = value
-        elif isinstance(value, int) and str(value) in label2id:  # integer labels named by their string form
-            label = label2id[str(value)]
-        else:
-            label = None
-        if label is None:
-            raise UsageError(f"label {value!r} in {name} row {row} is not in the task's label set {label_names}; "
-                             "fix the data or set label_names in the recipe")
-        return label
-
-    def encode(batch, rows):
-        return {"labels": [to_id(v, r) for v, r in zip(batch[column], rows)]}
-
-    return split.map(encode, batched=True, with_indices=True, remove_columns=[column],
-                     features=_with_labels(split, column), desc=f"Checking {name} labels")
-
-
-def _with_labels(split: Dataset, column: str) -> datasets.Features:
-    features = split.features.copy()
-    del features[column]
-    features["labels"] = datasets.Value("int64")
-    return features
-
-
 def load_task_data(recipe: Recipe) -> TaskData:
     """Load, subsample and check the train and eval splits named by the recipe."""
     if recipe.train_file:
@@ -173,13 +135,17 @@ def load_task_data(recipe: Recipe) -> TaskData:
     for split_name, split in (("train", train), ("eval", evals)):
         if len(split) == 0:
             raise UsageError(f"the {split_name} data of {source} is empty; check the split and max_*_samples")
-    names = _label_names(recipe, train)
-    if len(names) < 2:
+    names, given = labels.label_names(recipe, train)
+    if len(names) < 2 and recipe.problem_type != REGRESSION:
         raise UsageError(f"the task needs at least 2 labels but found {names}; check label_column_name")
+    labels.check_task(recipe, names)
     keep = [*recipe.text_columns, recipe.label_column_name]
     train, evals = (s.select_columns(keep) for s in (train, evals))
-    return TaskData(train=_to_ids(train, "train", recipe, names), eval=_to_ids(evals, "eval", recipe, names),
-                    label_names=names, eval_split_rows=eval_split_rows)
+    train = labels.encode(train, "train", recipe, names, given)
+    return TaskData(train=train, eval=labels.encode(evals, "eval", recipe, names, given), label_names=names,
+                    problem_type=recipe.problem_type, class_weights=labels.class_weights(recipe, train, names),
+                    pos_label=labels.pos_label_id(recipe, names), threshold=labels.decision_threshold(recipe),
+                    eval_split_rows=eval_split_rows)
 
 
 def tokenize(data: TaskData, tokenizer, recipe: Recipe) -> TaskData:
@@ -195,8 +161,7 @@ def tokenize(data: TaskData, tokenizer, recipe: Recipe) -> TaskData:
     def run(split: Dataset, name: str) -> Dataset:
         return split.map(encode, batched=True, remove_columns=list(columns), desc=f"Tokenising {name}")
 
-    return TaskData(train=run(data.train, "train"), eval=run(data.eval, "eval"), label_names=data.label_names,
-                    eval_split_rows=data.eval_split_rows)
+    return dataclasses.replace(data, train=run(data.train, "train"), eval=run(data.eval, "eval"))
 
 
 @dataclass

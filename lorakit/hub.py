@@ -21,13 +21,18 @@ from pathlib import Path
 import yaml
 
 from .errors import UsageError
-from .runfolder import (ADAPTER_FILES, CARD_FILE, CURVE_FILE, LABELS_FILE, METRICS_FILE, MODEL_FILES, RECIPE_FILE,
-                        TOKENIZER_FILE, is_local_path)
+from .predictions import DEFAULT_THRESHOLD
+from .runfolder import (ADAPTER_FILES, CARD_FILE, CURVE_FILE, LABELS_FILE, METRICS_FILE, MODEL_FILES, MULTI_LABEL,
+                        RECIPE_FILE, REGRESSION, SINGLE_LABEL, TOKENIZER_FILE, is_local_path)
 
 RUN_FILES = (LABELS_FILE, RECIPE_FILE, METRICS_FILE)
 OPTIONAL_FILES = (CURVE_FILE,)
-METRIC_NAMES = {"accuracy": "Accuracy", "f1": "F1", "f1_macro": "F1 (macro)",
-                "matthews_correlation": "Matthews correlation"}
+METRIC_NAMES = {"accuracy": "Accuracy", "f1": "F1", "f1_macro": "F1 (macro)", "f1_micro": "F1 (micro)",
+                "matthews_correlation": "Matthews correlation", "exact_match": "Exact match (subset accuracy)",
+                "pearson": "Pearson correlation", "spearmanr": "Spearman correlation"}
+# The model-index `type` of each metric: the Hub's metric ids (huggingface/evaluate), averages as its args.
+METRIC_TYPES = {"pearson": ("pearsonr", None), "spearmanr": ("spearmanr", None),
+                "f1_macro": ("f1", {"average": "macro"}), "f1_micro": ("f1", {"average": "micro"})}
 
 
 @dataclass
@@ -83,7 +88,8 @@ def build_card(run: Run, repo_id: str, *, base_model: str | None = None, dataset
     results = [EvalResult(task_type="text-classification", task_name="Text Classification",
                           dataset_type=data_id or Path(str(data_name)).name,
                           dataset_name=_pretty(data_name, config_name), dataset_config=config_name,
-                          dataset_split=recipe.get("eval_split"), metric_type=m, metric_name=METRIC_NAMES.get(m, m),
+                          dataset_split=recipe.get("eval_split"), metric_type=METRIC_TYPES.get(m, (m, None))[0],
+                          metric_args=METRIC_TYPES.get(m, (m, None))[1], metric_name=METRIC_NAMES.get(m, m),
                           metric_value=round(metrics[f"eval_{m}"], 4))
                for m in recipe.get("metrics", []) if f"eval_{m}" in metrics]
     method_tags = ["lora", *(["dora"] if recipe.get("use_dora") else []), "peft"] if run.is_adapter \
@@ -140,6 +146,16 @@ def _pretty(name: str, config: str | None) -> str:
     return f"{Path(str(name)).name}{f' ({config})' if config else ''}"
 
 
+def _read_out(kind: str, threshold: float) -> list[str]:
+    """The card's lines that turn the logits into the answer, by problem type."""
+    if kind == REGRESSION:
+        return ["    score = model(**inputs).logits[0, 0].item()", "print(score)"]
+    if kind == MULTI_LABEL:
+        return ["    probs = model(**inputs).logits.sigmoid()[0]",
+                f"print([(labels[i], p.item()) for i, p in enumerate(probs) if p > {threshold}])"]
+    return ["    probs = model(**inputs).logits.softmax(-1)[0]", "print(labels[probs.argmax()], probs.max().item())"]
+
+
 def _prose(run: Run, repo_id: str, base: str, data_name: str, results, license_: str | None,
            license_source: str) -> str:
     recipe, metrics, labels = run.recipe, run.metrics, run.labels
@@ -149,11 +165,18 @@ def _prose(run: Run, repo_id: str, base: str, data_name: str, results, license_:
     max_len = labels.get("max_seq_length", recipe.get("max_seq_length", 512))
     what = (f"a LoRA adapter for [{base}](https://huggingface.co/{base})" if run.is_adapter and not is_local_path(base)
             else f"a LoRA adapter for `{backbone_name(base)}`" if run.is_adapter else f"`{backbone_name(base)}` fine-tuned in full")
+    kind = labels.get("problem_type") or SINGLE_LABEL
+    threshold = labels.get("threshold") or DEFAULT_THRESHOLD
+    inputs_text = 'a pair of sentences (' + ', '.join(columns) + ')' if pair else 'a text'
+    listed = ', '.join(f'`{n}`' for n in names)
+    does = {REGRESSION: f"that scores {inputs_text} with a number (`{names[0] if names else 'score'}`, a "
+                        "regression)",
+            MULTI_LABEL: f"that tags {inputs_text} with any of {listed} (multi-label: every label whose "
+                         f"probability exceeds {threshold})"}.get(kind, f"that labels {inputs_text} as one of {listed}")
     lines = [f"# {repo_id.split('/')[-1]}", "",
-             f"This is {what}: a text classifier ({recipe.get('task_name') or 'custom task'}) trained on "
-             f"{_pretty(data_name, recipe.get('dataset_config_name'))} that labels "
-             f"{'a pair of sentences (' + ', '.join(columns) + ')' if pair else 'a text'} as one of "
-             f"{', '.join(f'`{n}`' for n in names)}. "
+             f"This is {what}: a text {'regression model' if kind == REGRESSION else 'classifier'} "
+             f"({recipe.get('task_name') or 'custom task'}) trained on "
+             f"{_pretty(data_name, recipe.get('dataset_config_name'))} {does}. "
              "It was trained with lorakit from the recipe in `recipe.yaml`.", ""]
     if is_local_path(base):
         lines += [f"The backbone was read from a local folder (`{backbone_name(base)}`), so this card names no "
@@ -202,8 +225,7 @@ def _prose(run: Run, repo_id: str, base: str, data_name: str, results, license_:
                   f"num_labels={len(names)}).eval()",
                   f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
                   f'inputs = tokenizer({inputs}, truncation=True, max_length={max_len}, return_tensors="pt")',
-                  "with torch.no_grad():", "    probs = model(**inputs).logits.softmax(-1)[0]",
-                  "print(labels[probs.argmax()], probs.max().item())", "```", "",
+                  "with torch.no_grad():", *_read_out(kind, threshold), "```", "",
                   f"`python export.py --adapter {repo_id} --output_dir merged` writes a plain transformers model "
                   "(LoRA folded into the weights) that `pipeline(\"text-classification\", model=\"merged\")` loads "
                   "without PEFT.", ""]

@@ -27,8 +27,8 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from .errors import UsageError
 from .predictions import Prediction, from_logits
-from .runfolder import (ADAPTER_FILES, LABELS_FILE, METRICS_FILE, MODEL_FILES, RECIPE_FILE, TOKENIZER_FILE,
-                        LabelInfo, config_labels, read_json, read_labels, write_labels)
+from .runfolder import (ADAPTER_FILES, LABELS_FILE, METRICS_FILE, MODEL_FILES, RECIPE_FILE, SINGLE_LABEL,
+                        TOKENIZER_FILE, LabelInfo, config_labels, read_json, read_labels, write_labels)
 from .textio import Row, check_rows
 # What an adapter needs from a Hub repo: configs, weights, tokenizer files, recipe. Not the card or plots.
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.yaml"]
@@ -96,6 +96,8 @@ class ModelFolder:
     lora_impl: str = "peft"
     from_kit: bool = False  # trained by this kit (recipe.yaml beside it), hence plain LoRA
     quantized_bits: int | None = None  # the backbone was trained 4- or 8-bit (QLoRA): merge into those weights
+    problem_type: str | None = None  # from labels.json; None without one (a foreign model: its config says)
+    threshold: float | None = None  # multi-label decision threshold from labels.json
 
     @property
     def is_pair(self) -> bool:
@@ -132,7 +134,9 @@ def read_folder(path: Path, base_model: str | None = None) -> ModelFolder:
                        base_model=base if is_adapter else None,
                        adapter_config=adapter_config, lora_impl=recipe.get("lora_impl", "peft"),
                        from_kit=bool(recipe),
-                       quantized_bits=4 if recipe.get("load_in_4bit") else 8 if recipe.get("load_in_8bit") else None)
+                       quantized_bits=4 if recipe.get("load_in_4bit") else 8 if recipe.get("load_in_8bit") else None,
+                       problem_type=labels.problem_type if labels else None,
+                       threshold=labels.threshold if labels else None)
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -165,7 +169,8 @@ def quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def _load_base(name: str, label_names: list[str], folder: Path, quantized_bits: int | None = None):
+def _load_base(name: str, label_names: list[str], folder: Path, quantized_bits: int | None = None,
+               problem_type: str = SINGLE_LABEL):
     """The backbone with a classification head for `label_names`, and the parameter names it lacked.
 
     For a QLoRA adapter (`quantized_bits`), the backbone is loaded quantised as in training and dequantised to
@@ -176,7 +181,7 @@ def _load_base(name: str, label_names: list[str], folder: Path, quantized_bits: 
 
         kwargs = quantized_load_kwargs(quantized_bits)
     try:
-        config = AutoConfig.from_pretrained(name, **config_labels(label_names), trust_remote_code=False)
+        config = AutoConfig.from_pretrained(name, **config_labels(label_names, problem_type), trust_remote_code=False)
         model, info = AutoModelForSequenceClassification.from_pretrained(
             name, config=config, dtype=torch.float32, use_safetensors=True, trust_remote_code=False,
             output_loading_info=True, **kwargs)
@@ -274,7 +279,7 @@ def _load_model(info: ModelFolder, tokenizer, merge: bool) -> tuple[torch.nn.Mod
         return model, info.label_names or [model.config.id2label[i] for i in range(model.config.num_labels)]
     labels, base = info.label_names, info.base_model
     tensors = _read_safetensors(info.path / ADAPTER_FILES[1])
-    model, untrained = _load_base(base, labels, info.path, info.quantized_bits)
+    model, untrained = _load_base(base, labels, info.path, info.quantized_bits, info.problem_type or SINGLE_LABEL)
     embeddings = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > embeddings:
         raise _mismatch(info.path, base, f"its tokenizer has {len(tokenizer)} tokens, the base's embeddings "
@@ -330,7 +335,8 @@ class Classifier:
     """A text classifier ready to predict: load once with `Classifier.load`, then `predict` or `predict_stream`."""
 
     def __init__(self, model: torch.nn.Module, tokenizer, label_names: list[str], *, text_columns: list[str],
-                 max_length: int, batch_size: int = 64, source: str = ""):
+                 max_length: int, batch_size: int = 64, source: str = "", problem_type: str = SINGLE_LABEL,
+                 threshold: float | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.label_names = label_names
@@ -339,6 +345,8 @@ class Classifier:
         self.max_length = max_length
         self.batch_size = batch_size
         self.source = source
+        self.problem_type = problem_type
+        self.threshold = threshold  # multi-label: a label is predicted above it (None: 0.5)
         self.truncated = 0  # texts cut to max_length so far
         self.dtype = next(model.parameters()).dtype
         self.device = next(model.parameters()).device
@@ -367,8 +375,15 @@ class Classifier:
         elif torch.cuda.is_available():
             model = model.to("cuda")
         model = model.to(dtype)
+        problem_type = info.problem_type or getattr(model.config, "problem_type", None) or SINGLE_LABEL
         return cls(model, tokenizer, labels, text_columns=info.text_columns, max_length=max_length,
-                   batch_size=batch_size, source=str(info.path))
+                   batch_size=batch_size, source=str(info.path), problem_type=problem_type, threshold=info.threshold)
+
+    @property
+    def label_info(self) -> LabelInfo:
+        """What labels.json says of this classifier (its label names, inputs, problem type, threshold)."""
+        return LabelInfo(label_names=list(self.label_names), text_columns=list(self.text_columns),
+                         max_seq_length=self.max_length, problem_type=self.problem_type, threshold=self.threshold)
 
     # -- the fast path -------------------------------------------------------------------------------------------
 
@@ -414,7 +429,7 @@ class Classifier:
         check_rows(rows, pair=self.is_pair, source=self.source)
         logits, cut = self._logits(rows)
         self.truncated += sum(cut)
-        return from_logits(rows, logits.numpy(), self.label_names, cut)
+        return from_logits(rows, logits.numpy(), self.label_info, cut)
 
     def predict(self, texts: str | Sequence[str], pairs: Sequence[str] | None = None) -> list[Prediction]:
         """Predictions for one text or many (and their second sentences for a pair adapter), in input order."""
@@ -456,6 +471,5 @@ def export_merged(adapter: str | None, dest: Path, *, base_model: str | None = N
     with staged_folder(dest, last=MODEL_FILES[0]) as stage, quiet_transformers():
         classifier.model.save_pretrained(stage)
         classifier.tokenizer.save_pretrained(stage)
-        write_labels(stage, LabelInfo(label_names=classifier.label_names, text_columns=classifier.text_columns,
-                                      max_seq_length=classifier.max_length))
+        write_labels(stage, classifier.label_info)
     return dest

@@ -14,6 +14,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from .errors import UsageError
 from .recipe import Recipe
+from .runfolder import config_labels
 
 # Attention projections the LoRA paper adapts (query and value), by the names each architecture uses.
 DEFAULT_TARGETS = {
@@ -41,9 +42,8 @@ def load_config(recipe: Recipe, label_names: list[str]) -> PretrainedConfig:
         raise UsageError(f"model folder {path!r} not found; pass an existing folder or a Hub model id "
                          "with --model_name_or_path")
     try:
-        return AutoConfig.from_pretrained(
-            path, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
-            label2id={n: i for i, n in enumerate(label_names)}, trust_remote_code=recipe.trust_remote_code)
+        return AutoConfig.from_pretrained(path, **config_labels(label_names, recipe.problem_type),
+                                          trust_remote_code=recipe.trust_remote_code)
     except OSError as err:
         raise UsageError(f"model {path!r} could not be loaded ({str(err).splitlines()[0]}); pass a local "
                          "folder or a Hub id you can reach with --model_name_or_path") from None

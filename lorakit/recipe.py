@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from .errors import UsageError
+from .runfolder import MULTI_LABEL, PROBLEM_TYPES, REGRESSION, SINGLE_LABEL
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -27,6 +28,14 @@ def _key(default=None, help: str = "", default_factory=None):
     if default_factory is not None:
         return field(default_factory=default_factory, metadata={"help": help})
     return field(default=default, metadata={"help": help})
+
+
+# The metrics each problem type can report (lorakit/metrics.py computes them), and its default ones.
+TASK_METRICS = {SINGLE_LABEL: ("accuracy", "f1", "f1_macro", "f1_micro", "matthews_correlation"),
+                MULTI_LABEL: ("f1_micro", "f1_macro", "exact_match"),
+                REGRESSION: ("pearson", "spearmanr")}
+DEFAULT_METRICS = {SINGLE_LABEL: ["accuracy"], MULTI_LABEL: ["f1_micro", "f1_macro", "exact_match"],
+                   REGRESSION: ["pearson", "spearmanr"]}
 
 
 @dataclass
@@ -48,9 +57,23 @@ class Recipe:
     text_column_names: list[str] = _key(help="One text column, or two for sentence pairs (comma-separated).",
                                         default_factory=lambda: ["sentence"])
     label_column_name: str = _key("label", help="Column holding the label (class index or label name).")
-    label_names: list[str] | None = _key(help="Class names in id order; default: from the dataset.")
-    metrics: list[str] = _key(help="Metrics to report; the first is the headline (accuracy, f1, f1_macro, "
-                                   "matthews_correlation).", default_factory=lambda: ["accuracy"])
+    label_names: list[str] | None = _key(help="Class names in id order; default: from the dataset (a ClassLabel "
+                                              "feature, else the distinct label values, numbers sorted as numbers).")
+    problem_type: str = _key(SINGLE_LABEL, help="single_label_classification (one class per row), "
+                                                "multi_label_classification (a list of labels per row, or a "
+                                                "comma-separated string in a CSV) or regression (one number per row).")
+    metrics: list[str] | None = _key(help="Metrics to report; the first is the headline. Single-label: accuracy, f1 "
+                                          "(binary, of pos_label), f1_macro, f1_micro, matthews_correlation; "
+                                          "multi-label: f1_micro, f1_macro, exact_match; regression: pearson, "
+                                          "spearmanr. Default: the first of the problem type's list (regression: "
+                                          "pearson, spearmanr).")
+    pos_label: str | None = _key(help="The positive class that metric f1 scores; default: the second label.")
+    threshold: float | None = _key(help="Multi-label: a label is predicted when its probability (sigmoid) exceeds "
+                                        "this; default 0.5.")
+    class_weights: list[str] | None = _key(
+        help="Loss weights for imbalanced data: balanced (inverse class frequency on the train split; for "
+             "multi-label each label's negatives / positives as BCE's pos_weight), or one number per label. The "
+             "resolved numbers are saved in recipe.yaml.")
     max_seq_length: int = _key(512, help="Longer inputs are truncated to this many tokens.")
     max_train_samples: int | None = _key(help="Train on the first N rows only.")
     max_eval_samples: int | None = _key(help="Evaluate on the first N rows only.")
@@ -86,6 +109,10 @@ class Recipe:
     license: str | None = _key(help="License of the trained model for its card, e.g. apache-2.0; default: the base "
                                     "model's, where its config or README names one.")
 
+    def __post_init__(self):
+        if self.metrics is None:
+            self.metrics = list(DEFAULT_METRICS.get(self.problem_type, ["accuracy"]))
+
     @property
     def text_columns(self) -> tuple[str, ...]:
         return tuple(self.text_column_names)
@@ -99,8 +126,8 @@ RECIPE_KEYS = {f.name for f in dataclasses.fields(Recipe)}
 # Where `train.py --help` lists each kit key (TrainingArguments keys: lorakit.trainingargs.SHOWN).
 GROUPS = {
     "data": ("task_name", "dataset_name", "dataset_config_name", "train_file", "validation_file", "train_split",
-             "eval_split", "text_column_names", "label_column_name", "label_names", "metrics", "max_seq_length",
-             "max_train_samples", "max_eval_samples"),
+             "eval_split", "text_column_names", "label_column_name", "label_names", "problem_type", "metrics",
+             "pos_label", "threshold", "class_weights", "max_seq_length", "max_train_samples", "max_eval_samples"),
     "model": ("model_name_or_path", "trust_remote_code", "attn_implementation", "load_in_4bit", "load_in_8bit"),
     "LoRA": ("method", "lora_impl", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_layers",
              "lora_modules_to_save", "head_learning_rate", "loraplus_lr_ratio", "use_dora", "max_trainable_params"),
@@ -354,9 +381,6 @@ def training_type(f: dataclasses.Field):
     return tp
 
 
-KNOWN_METRICS = ("accuracy", "f1", "f1_macro", "matthews_correlation")
-
-
 def validate(recipe: Recipe) -> None:
     """Check the kit's keys before anything expensive; every problem found is named in one error."""
     problems = []
@@ -366,10 +390,7 @@ def validate(recipe: Recipe) -> None:
         problems.append(f"lora_impl should be peft or scratch but the value passed is {recipe.lora_impl!r}")
     if not 1 <= len(recipe.text_column_names) <= 2:
         problems.append(f"text_column_names should name 1 or 2 columns but names {recipe.text_column_names}")
-    unknown = [m for m in recipe.metrics if m not in KNOWN_METRICS]
-    if unknown or not recipe.metrics:
-        problems.append(f"metrics should be drawn from {', '.join(KNOWN_METRICS)} but the value passed is "
-                        f"{recipe.metrics}")
+    problems += _label_problems(recipe)
     if recipe.max_seq_length <= 0:
         problems.append(f"max_seq_length should be a positive integer but the value passed is {recipe.max_seq_length}")
     for key in ("max_train_samples", "max_eval_samples", "max_trainable_params"):
@@ -403,3 +424,44 @@ def validate(recipe: Recipe) -> None:
             problems.append(str(err))
     if problems:
         raise UsageError("; ".join(problems))
+
+
+def _label_problems(recipe: Recipe) -> list[str]:
+    """What is wrong with the label keys (problem_type, metrics, threshold, class_weights, pos_label)."""
+    problems = []
+    kind = recipe.problem_type
+    if kind not in PROBLEM_TYPES:
+        return [f"problem_type should be one of {', '.join(PROBLEM_TYPES)} but the value passed is {kind!r}"]
+    known = TASK_METRICS[kind]
+    if not recipe.metrics or any(m not in known for m in recipe.metrics):
+        problems.append(f"metrics for {kind} should be drawn from {', '.join(known)} but the value passed is "
+                        f"{recipe.metrics}")
+    if recipe.threshold is not None:
+        if kind != MULTI_LABEL:
+            problems.append(f"threshold applies to multi_label_classification but problem_type is {kind}; "
+                            "leave threshold unset")
+        elif not 0 < recipe.threshold < 1:
+            problems.append(f"threshold should be between 0 and 1 (exclusive) but the value passed is "
+                            f"{recipe.threshold}; 0.5 is the usual choice")
+    if recipe.class_weights is not None:
+        if kind == REGRESSION:
+            problems.append("class_weights apply to classification but problem_type is regression; leave "
+                            "class_weights unset")
+        elif recipe.class_weights != ["balanced"] and not all(_positive(w) for w in recipe.class_weights):
+            problems.append(f"class_weights should be balanced or one positive number per label but the value "
+                            f"passed is {recipe.class_weights}")
+    if recipe.pos_label is not None and kind != SINGLE_LABEL:
+        problems.append(f"pos_label names the positive class of a single-label task but problem_type is {kind}; "
+                        "leave pos_label unset")
+    if kind == REGRESSION and recipe.label_names and len(recipe.label_names) != 1:
+        problems.append(f"a regression has one target, so label_names should hold one name but holds "
+                        f"{recipe.label_names}")
+    return problems
+
+
+def _positive(text) -> bool:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return False
+    return 0 < value < float("inf")

@@ -12,13 +12,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from . import hardware, modeling, report
+from . import hardware, labels, modeling, report
 from .cpu import allocator
 from .errors import UsageError
 from .fileio import check_output_dir, final_folder, holds_run, next_folder, staged_folder, swap_in, write_json_atomic
-from .recipe import Recipe, Resolved
 from .hub import Run, build_card, hub_model_id
-from .runfolder import CARD_FILE, CURVE_FILE, LABELS_FILE, LOG_FILE, METRICS_FILE, RECIPE_FILE, LabelInfo, write_labels
+from .recipe import Recipe, Resolved
+from .runfolder import CARD_FILE, CURVE_FILE, LABELS_FILE, LOG_FILE, METRICS_FILE, RECIPE_FILE, write_labels
 from .trainingargs import KIT_DEFAULTS
 
 log = logging.getLogger("lorakit")
@@ -128,6 +128,8 @@ def log_resolution(resolved: Resolved, args, config, model, task_data, params: m
              f"{' with DoRA' if recipe.use_dora else ''} ({recipe.lora_impl})" if recipe.method == "lora" else "")
     log.info("data: %d train, %d eval rows, labels %s", len(task_data.train), len(task_data.eval),
              task_data.label_names)
+    log.info("problem type: %s%s", recipe.problem_type,
+             f"; class weights {task_data.class_weights}" if task_data.class_weights else "")
     log.info("device: %s x %d process(es); precision: %s; batch %d per device, %d effective",
              hardware.device_name(), args.world_size,
              hardware.precision_label({"bf16": args.bf16, "fp16": args.fp16, "tf32": args.tf32},
@@ -228,7 +230,8 @@ def compute_metrics(recipe: Recipe, task_data):
     """The Trainer's `compute_metrics` for the recipe's metrics (lorakit.metrics)."""
     from .metrics import trainer_metrics
 
-    return trainer_metrics(recipe.metrics, len(task_data.label_names))
+    return trainer_metrics(recipe.metrics, task_data.problem_type, pos_label=task_data.pos_label,
+                           threshold=task_data.threshold)
 
 
 def save(trainer, tokenizer, resolved: Resolved, label_names: list[str], metrics: dict) -> None:
@@ -256,8 +259,7 @@ def save_run(trainer, tokenizer, resolved: Resolved, label_names: list[str], met
         trainer.accelerator.unwrap_model(trainer.model).save_pretrained(stage, state_dict=state_dict)
         (stage / CARD_FILE).unlink(missing_ok=True)  # PEFT's empty template; the kit's card is written below
         tokenizer.save_pretrained(stage)
-        write_labels(stage, LabelInfo(label_names=label_names, text_columns=list(recipe.text_columns),
-                                      max_seq_length=recipe.max_seq_length))
+        write_labels(stage, labels.label_info(recipe, label_names))
         model = trainer.accelerator.unwrap_model(trainer.model)
         values = resolved_values(resolved, model.config)
         (stage / RECIPE_FILE).write_text(yaml.safe_dump(values, sort_keys=False))

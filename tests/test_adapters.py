@@ -432,9 +432,12 @@ def test_every_bad_setting_is_named_at_once():
     assert all(name in str(error.value) for name in ("lora_r", "lora_alpha", "lora_dropout"))
 
 
-def test_good_settings_pass():
-    adapters.validate_lora_settings(1, 0.5, 0)
-    adapters.validate_lora_settings(64, 128, 0.99)
+def test_good_settings_pass_and_the_bounds_are_where_they_say():
+    assert adapters.validate_lora_settings(1, 0.5, 0) is None
+    assert adapters.validate_lora_settings(64, 128, 0.99) is None
+    for r, alpha, dropout, bad in ((0, 0.5, 0, "lora_r"), (1, 0.0, 0, "lora_alpha"), (1, 0.5, 1.0, "lora_dropout")):
+        with pytest.raises(ValueError, match=f"^{bad} should be"):
+            adapters.validate_lora_settings(r, alpha, dropout)
 
 
 def test_bad_rank_fails_when_the_layer_is_built():

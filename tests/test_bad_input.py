@@ -8,6 +8,7 @@ and the absence of a traceback end to end.
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,11 @@ from lorakit.errors import run_cli
 _spec = importlib.util.spec_from_file_location("train_script", REPO / "train.py")
 train_script = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(train_script)
+
+
+def _jsonl(labels: list) -> str:
+    """JSON Lines rows of a sentence and a label each."""
+    return "".join(json.dumps({"sentence": f"row {i}", "label": v}) + "\n" for i, v in enumerate(labels))
 
 
 def _csv(path: Path, text: str, encoding: str = "utf-8") -> str:
@@ -47,7 +53,41 @@ CASES = [
     ("label outside set", lambda t, m: ["--task", "sst2", "--model_name_or_path", str(m),
                                         "--train_file", _csv(t / "tr.csv", "sentence,label\ngood,1\nbad,7\n"),
                                         "--validation_file", _csv(t / "va.csv", "sentence,label\nok,0\n")],
-     "label 7 in train row 1 is not in the task's label set"),
+     "label 7 in train row 1 is not a class id"),
+    ("list label in a single-label task", lambda t, m: ["--task", "sst2", "--model_name_or_path", str(m),
+                                                        "--train_file", _csv(t / "l.jsonl", _jsonl([1, [0, 1]])),
+                                                        "--validation_file", _csv(t / "lv.jsonl", _jsonl([0]))],
+     "label [0, 1] in train row 1 is a list, but the task is single-label"),
+    ("scalar label in a multi-label task", lambda t, m: ["--task", "go_emotions", "--model_name_or_path", str(m),
+                                                         "--train_file", _csv(t / "s.jsonl", _jsonl([[1], 2])),
+                                                         "--validation_file", _csv(t / "sv.jsonl", _jsonl([[0]])),
+                                                         "--text_column_names", "sentence", "--label_column_name",
+                                                         "label"],
+     "label 2 in train row 1 is a single value, but the task is multi-label"),
+    ("unknown name in a label list", lambda t, m: ["--task", "go_emotions", "--model_name_or_path", str(m),
+                                                   "--train_file", _csv(t / "u.jsonl", _jsonl([["joy", "glee"]])),
+                                                   "--validation_file", _csv(t / "uv.jsonl", _jsonl([["joy"]])),
+                                                   "--text_column_names", "sentence", "--label_column_name", "label"],
+     "label 'glee' in train row 0 is not in the task's label set"),
+    ("non-numeric regression target", lambda t, m: ["--task", "stsb", "--model_name_or_path", str(m),
+                                                    "--train_file", _csv(t / "r.csv", "a,b,label\nx,y,3.5\nx,y,high\n"),
+                                                    "--validation_file", _csv(t / "rv.csv", "a,b,label\nx,y,1\n"),
+                                                    "--text_column_names", "a,b"],
+     "label 'high' in train row 1 is not a number, but the task is a regression"),
+    ("class_weights of the wrong length", lambda t, m: ["--task", "sst2", "--model_name_or_path", str(m),
+                                                        "--dataset_name", str(GLUE), "--class_weights", "1,2,3"],
+     "class_weights holds 3 numbers but the task has 2 labels"),
+    ("class_weights not numbers", lambda t, m: ["--task", "sst2", "--class_weights", "1,heavy"],
+     "class_weights should be balanced or one positive number per label"),
+    ("threshold outside (0, 1)", lambda t, m: ["--task", "go_emotions", "--threshold", "1.2"],
+     "threshold should be between 0 and 1 (exclusive) but the value passed is 1.2"),
+    ("threshold on a single-label task", lambda t, m: ["--task", "sst2", "--threshold", "0.3"],
+     "threshold applies to multi_label_classification but problem_type is single_label_classification"),
+    ("metric of another problem type", lambda t, m: ["--task", "stsb", "--metrics", "accuracy"],
+     "metrics for regression should be drawn from pearson, spearmanr"),
+    ("f1 beyond two classes", lambda t, m: ["--task", "agnews", "--model_name_or_path", str(m), "--dataset_name",
+                                            str(AG_NEWS), "--metrics", "f1"],
+     "use f1_macro or f1_micro"),
     ("empty after filtering", lambda t, m: ["--task", "sst2", "--model_name_or_path", str(m),
                                             "--train_file", _csv(t / "e.csv", "sentence,label\n"),
                                             "--validation_file", _csv(t / "v.csv", "sentence,label\nok,0\n")],

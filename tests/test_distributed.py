@@ -64,11 +64,15 @@ def test_ranks_draw_their_own_random_numbers(launched):
     root, processes, _ = launched
     if processes == 1:
         pytest.skip("one process")
-    # Trainer saves each rank's RNG state in the checkpoint; seeded alike, the ranks' Python RNGs (which
-    # training never draws from) would still be equal.
+    # Trainer saves each rank's RNG state in the checkpoint. Training never draws from Python's RNG, so rank r's
+    # is still where set_seed(seed + r) put it: each rank seeded with its own number, the recipe's seed (42) + r.
+    import random
+
     checkpoint = next((root / "run").glob("checkpoint-*"))
     states = [torch.load(checkpoint / f"rng_state_{rank}.pth", weights_only=False) for rank in range(processes)]
-    assert states[0]["python"] != states[1]["python"]
+    for rank, state in enumerate(states):
+        random.seed(42 + rank)
+        assert state["python"] == random.getstate(), rank
     assert not torch.equal(states[0]["cpu"], states[1]["cpu"])
 
 

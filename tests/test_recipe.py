@@ -94,7 +94,7 @@ def test_user_recipe_file(tmp_path):
     (["--task", "sst2", "--lora_alpha", "-1"], "lora_alpha"),
     (["--task", "sst2", "--lora_dropout", "1.0"], "lora_dropout"),
     (["--task", "sst2", "--method", "prefix"], "method should be lora or full"),
-    (["--task", "sst2", "--metrics", "bleu"], "metrics should be drawn from"),
+    (["--task", "sst2", "--metrics", "bleu"], "metrics for single_label_classification should be drawn from"),
     (["--task", "sst2", "stray"], "unexpected argument 'stray'"),
 ])
 def test_bad_recipes_name_the_problem(argv, message):
@@ -123,3 +123,26 @@ def test_hub_token_is_not_a_recipe_key():
 
 def test_configs_dir_is_the_repo_one():
     assert (CONFIG_DIR / "sst2.yaml").is_file()
+
+
+def test_stsb_recipe_follows_the_lora_paper_and_is_a_regression():
+    """LoRA paper Table 9, RoBERTa-base STS-B: lr 4e-4, 40 epochs, batch 16, r=8 alpha 8, max length 512."""
+    resolved = parse_recipe(["--task", "stsb"])
+    recipe = resolved.recipe
+    assert (resolved.training["learning_rate"], resolved.training["num_train_epochs"]) == (4e-4, 40)
+    assert resolved.training["per_device_train_batch_size"] == 16 and resolved.training["warmup_steps"] == 0.06
+    assert (recipe.lora_r, recipe.lora_alpha, recipe.max_seq_length) == (8, 8, 512)
+    assert recipe.problem_type == "regression" and recipe.metrics == ["pearson", "spearmanr"]
+
+
+def test_go_emotions_recipe_is_multi_label_with_the_datasets_28_names():
+    recipe = parse_recipe(["--task", "go_emotions"]).recipe
+    assert recipe.problem_type == "multi_label_classification" and recipe.headline_metric == "f1_macro"
+    assert len(recipe.label_names) == 28 and recipe.label_names[-1] == "neutral" and recipe.threshold == 0.5
+
+
+def test_metrics_default_to_the_problem_types():
+    assert parse_recipe(["--task", "stsb", "--metrics", "none"]).recipe.metrics == ["pearson", "spearmanr"]
+    recipe = parse_recipe(["--task", "go_emotions", "--metrics", "none"]).recipe
+    assert recipe.metrics == ["f1_micro", "f1_macro", "exact_match"]
+    assert parse_recipe(["--task", "sst2", "--metrics", "none"]).recipe.metrics == ["accuracy"]
