@@ -20,29 +20,36 @@ def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
     (transformers.TrainerCallback) go to the Trainer: the benchmark times steps with one."""
     from transformers import set_seed
 
-    from lorakit import data, hub, labels, modeling, plan, training
+    from lorakit import data, evaluation, hub, labels, modeling, plan, training, warmstart
     from lorakit.loss import weighted_loss
     from lorakit.trainer import KitTrainer, TrainClock
 
     recipe = resolved.recipe
     # 1. Arguments: kit defaults < recipe < command line, then what this hardware supports; where to resume.
     args, resume, notes = training.arguments(resolved)
+    stopping = evaluation.early_stopping(recipe, args)  # [] or EarlyStoppingCallback (early_stopping_patience)
 
     # 2. Seed and logging.
     training.setup_logging(args.process_index == 0)
     set_seed(args.seed)
 
-    # 3. Data, and 4. the model with LoRA (its budget and targets checked on a weightless copy first).
+    # 3. Data (validation carved from train with validation_split_percentage, the same rows on a resume), and
+    # 4. the model with LoRA (its budget and targets checked on a weightless copy first), warm-started from
+    # init_adapter if the recipe names one.
     hub.check_reachable(recipe)  # a Hub id with no Hub: one line now, not a minute of retries
     with args.main_process_first(desc="loading data"):
-        task_data = data.load_task_data(recipe)
+        task_data = data.load_task_data(recipe, seed=args.seed,
+                                        validation_rows=evaluation.saved_validation_rows(resume))
         config, model, params = modeling.prepare(recipe, task_data.label_names, load_weights=not recipe.dry_run)
+        warmstart.init(recipe, model, task_data.label_names)
     training.log_resolution(resolved, args, config, model, task_data, params, notes)
     resolved = labels.with_class_weights(resolved, task_data.class_weights)  # `balanced` saved as its numbers
     if recipe.dry_run:
         plan.log_plan(recipe, args, config, task_data)  # steps, and the time a few timed steps predict
         return None
     training.speed_up(model, recipe, args)  # frozen linears in bf16; on CPU, lorakit.cpu's dropout and attention
+
+    evaluation.save_validation_rows(task_data, args)  # beside the checkpoints, for a resume
 
     # 5. Tokenizer and the tokenised splits (cached by datasets).
     tokenizer = modeling.load_tokenizer(recipe)
@@ -54,7 +61,8 @@ def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
     trainer = KitTrainer(
         model=training.prepare_for_trainer(model), args=args, train_dataset=tokenized.train,
         eval_dataset=tokenized.eval, processing_class=tokenizer, data_collator=data.PaddingCollator(tokenizer),
-        compute_metrics=training.compute_metrics(recipe, task_data), callbacks=[*callbacks, *filter(None, [clock])],
+        compute_metrics=training.compute_metrics(recipe, task_data),
+        callbacks=[*callbacks, *filter(None, [clock]), *stopping],
         compute_loss_func=weighted_loss(task_data.problem_type, task_data.class_weights),  # None: the model's loss
         head_learning_rate=recipe.head_learning_rate, head_modules=modeling.head_modules(recipe, config),
         loraplus_lr_ratio=recipe.loraplus_lr_ratio)
@@ -64,9 +72,14 @@ def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
     set_seed(args.seed + args.process_index)
     train_output = trainer.train(resume_from_checkpoint=resume)
 
-    # 8. Evaluate, and 9. save the run folder (adapter, tokenizer, labels, recipe, metrics, curve).
+    # 8. Evaluate; then score the test split once, with the kept checkpoint (it never chose the checkpoint).
     metrics = training.final_metrics(trainer, train_output, params, recipe, resume, tokenized)
-    training.save(trainer, tokenizer, resolved, task_data.label_names, metrics)
+    metrics.update(evaluation.stopping_summary(trainer.state, args))
+    tested = evaluation.test_step(trainer, tokenized, task_data, recipe)
+    metrics.update(tested.metrics if tested else {})
+
+    # 9. Save the run folder (adapter, tokenizer, labels, recipe, metrics, curve; the test step's files).
+    training.save(trainer, tokenizer, resolved, task_data.label_names, metrics, tested)
     return metrics
 
 

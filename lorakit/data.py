@@ -21,7 +21,9 @@ _FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": 
 @dataclass
 class TaskData:
     """Train and eval splits with their targets in a `labels` column (lorakit.labels), the label names in id
-    order, and what the loss and the metrics need to know about them."""
+    order, and what the loss and the metrics need to know about them; the test split scored once after training
+    (None without test_split/test_file), and the train rows carved out for validation (None unless
+    validation_split_percentage)."""
 
     train: Dataset
     eval: Dataset
@@ -30,7 +32,10 @@ class TaskData:
     class_weights: list[float] | None = None  # per class, or per label as BCE's pos_weight
     pos_label: int = 1  # the class metric f1 scores
     threshold: float | None = None  # multi-label decision threshold
+    test: Dataset | None = None
+    validation_rows: list[int] | None = None
     eval_split_rows: int | None = None  # rows of the eval split before max_eval_samples (the card says "N of M")
+    test_split_rows: int | None = None  # rows of the test split before max_test_samples
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -109,31 +114,117 @@ def _pick_split(ds: DatasetDict, split: str, key: str, source: str) -> Dataset:
     return ds[split]
 
 
-def load_task_data(recipe: Recipe) -> TaskData:
-    """Load, subsample and check the train and eval splits named by the recipe."""
+def carve_validation(train: Dataset, recipe: Recipe, seed: int,
+                     saved: list[int] | None = None) -> tuple[Dataset, Dataset, list[int]]:
+    """Split validation_split_percentage of `train` off for validation: (train rest, validation, validation row
+    indices into `train`). The rows are drawn with `seed`, stratified by label so that each class keeps its
+    share (single-label tasks); `saved` (the indices an earlier start of the run wrote) are taken as they are."""
+    count = len(train)
+    if saved is not None:
+        if any(not 0 <= i < count for i in saved):
+            raise UsageError(f"the saved validation rows go beyond the {count} train rows, so the train data changed "
+                             "since the run started; start a new run with another --output_dir")
+        rows = sorted(saved)
+    else:
+        from sklearn.model_selection import train_test_split
+
+        fraction = recipe.validation_split_percentage / 100
+        try:
+            _, picked = train_test_split(list(range(count)), test_size=fraction, random_state=seed,
+                                         stratify=train[recipe.label_column_name]
+                                         if recipe.problem_type == SINGLE_LABEL else None)
+        except ValueError as err:  # a class with one row, or fewer validation rows than classes
+            raise UsageError(f"validation_split_percentage {recipe.validation_split_percentage} cannot carve a "
+                             f"stratified validation set from {count} train rows ({err}); raise the percentage "
+                             "or pass a validation split") from None
+        rows = sorted(picked)
+    chosen = set(rows)
+    rest = [i for i in range(count) if i not in chosen]
+    return train.select(rest), train.select(rows), rows
+
+
+def _test_data(recipe: Recipe, ds: DatasetDict | None, source: str) -> tuple[Dataset | None, str]:
+    """The split or file scored once after training, and where it comes from (None without one)."""
+    if recipe.test_file:
+        path = recipe.test_file
+        if not Path(path).is_file():
+            raise UsageError(f"test file {path!r} not found; pass an existing .csv, .jsonl or .parquet file")
+        suffix = Path(path).suffix.lower()
+        if suffix not in _FILE_BUILDERS:
+            raise UsageError(f"test file {path!r} has an unsupported extension {suffix!r}; "
+                             f"use one of {', '.join(_FILE_BUILDERS)}")
+        _check_text_file(path, "test", header_lines=1 if suffix == ".csv" else 0)
+        return datasets.load_dataset(_FILE_BUILDERS[suffix], data_files={"test": path})["test"], f"test file {path!r}"
+    if recipe.test_split:
+        if ds is None:
+            raise UsageError("test_split names a split of dataset_name but the data come from train_file; "
+                             "pass --test_file instead")
+        return _pick_split(ds, recipe.test_split, "test_split", source), source
+    return None, source
+
+
+def load_test_data(recipe: Recipe, label_names: list[str], given: bool) -> Dataset:
+    """The recipe's test split (of dataset_name) or test_file alone, checked like training's data, its labels
+    encoded against `label_names` (an adapter's; `given`: named by its recipe, so integers are ids): what score.py
+    scores."""
+    ds = None if recipe.test_file else _load_named(recipe)
+    test, source = _test_data(recipe, ds, f"dataset {recipe.dataset_name!r}")
+    _check_columns(recipe, [("test", test, source)])
+    if recipe.max_test_samples:
+        test = test.select(range(min(recipe.max_test_samples, len(test))))
+    if len(test) == 0:
+        raise UsageError(f"the test data of {source} is empty; check the split or file")
+    given = given or labels.label_names(dataclasses.replace(recipe, label_names=None), test)[1]  # a ClassLabel
+    return labels.encode(test.select_columns([*recipe.text_columns, recipe.label_column_name]), "test", recipe,
+                         label_names, given)
+
+
+def _check_columns(recipe: Recipe, splits) -> None:
+    for split_name, split, where in splits:
+        if split is None:
+            continue
+        missing = [c for c in (*recipe.text_columns, recipe.label_column_name) if c not in split.column_names]
+        if missing:
+            raise UsageError(f"column {missing[0]!r} not found in the {split_name} data of {where} "
+                             f"(columns: {', '.join(split.column_names)}); set text_column_names / "
+                             "label_column_name to match")
+
+
+def load_task_data(recipe: Recipe, *, seed: int = 42, validation_rows: list[int] | None = None) -> TaskData:
+    """Load, subsample and check the train, eval and test splits named by the recipe. With
+    validation_split_percentage the eval rows come from train (`seed`; `validation_rows` as saved by the run)."""
+    carve = recipe.validation_split_percentage is not None
+    named = None
     if recipe.train_file:
         ds, source = _load_files(recipe), "your data files"
         train = ds["train"]
         evals = ds["validation"] if "validation" in ds else None
-        if evals is None:
-            raise UsageError("no evaluation data: pass --validation_file as well as --train_file")
+        if evals is None and not carve:
+            raise UsageError("no evaluation data: pass --validation_file as well as --train_file, or "
+                             "--validation_split_percentage 5 to carve it from train")
     else:
         ds, source = _load_named(recipe), f"dataset {recipe.dataset_name!r}"
+        named = ds
         train = _pick_split(ds, recipe.train_split, "train_split", source)
-        evals = _pick_split(ds, recipe.eval_split, "eval_split", source)
-    for split_name, split in (("train", train), ("eval", evals)):
-        missing = [c for c in (*recipe.text_columns, recipe.label_column_name) if c not in split.column_names]
-        if missing:
-            raise UsageError(f"column {missing[0]!r} not found in the {split_name} data of {source} "
-                             f"(columns: {', '.join(split.column_names)}); set text_column_names / "
-                             "label_column_name to match")
+        if not carve and recipe.eval_split not in ds:
+            raise UsageError(f"{source} has no split {recipe.eval_split!r} (it has {', '.join(ds)}); set "
+                             "--eval_split to one of them, or --validation_split_percentage 5 to carve it from train")
+        evals = None if carve else ds[recipe.eval_split]
+    test, test_source = _test_data(recipe, named, source)
+    _check_columns(recipe, [("train", train, source), ("eval", evals, source), ("test", test, test_source)])
+    rows = None
+    if carve:
+        train, evals, rows = carve_validation(train, recipe, seed, validation_rows)
     if recipe.max_train_samples:
         train = train.select(range(min(recipe.max_train_samples, len(train))))
     eval_split_rows = len(evals)
     if recipe.max_eval_samples:
         evals = evals.select(range(min(recipe.max_eval_samples, len(evals))))
-    for split_name, split in (("train", train), ("eval", evals)):
-        if len(split) == 0:
+    test_split_rows = len(test) if test is not None else None
+    if test is not None and recipe.max_test_samples:
+        test = test.select(range(min(recipe.max_test_samples, len(test))))
+    for split_name, split in (("train", train), ("eval", evals), ("test", test)):
+        if split is not None and len(split) == 0:
             raise UsageError(f"the {split_name} data of {source} is empty; check the split and max_*_samples")
     names, given = labels.label_names(recipe, train)
     if len(names) < 2 and recipe.problem_type != REGRESSION:
@@ -142,14 +233,16 @@ def load_task_data(recipe: Recipe) -> TaskData:
     keep = [*recipe.text_columns, recipe.label_column_name]
     train, evals = (s.select_columns(keep) for s in (train, evals))
     train = labels.encode(train, "train", recipe, names, given)
+    if test is not None:
+        test = labels.encode(test.select_columns(keep), "test", recipe, names, given)
     return TaskData(train=train, eval=labels.encode(evals, "eval", recipe, names, given), label_names=names,
                     problem_type=recipe.problem_type, class_weights=labels.class_weights(recipe, train, names),
                     pos_label=labels.pos_label_id(recipe, names), threshold=labels.decision_threshold(recipe),
-                    eval_split_rows=eval_split_rows)
+                    test=test, validation_rows=rows, eval_split_rows=eval_split_rows, test_split_rows=test_split_rows)
 
 
 def tokenize(data: TaskData, tokenizer, recipe: Recipe) -> TaskData:
-    """Tokenise both splits once (cached by `datasets`), truncating, without padding, with a `length` column."""
+    """Tokenise every split once (cached by `datasets`), truncating, without padding, with a `length` column."""
     columns = recipe.text_columns
 
     def encode(batch):
@@ -161,7 +254,8 @@ def tokenize(data: TaskData, tokenizer, recipe: Recipe) -> TaskData:
     def run(split: Dataset, name: str) -> Dataset:
         return split.map(encode, batched=True, remove_columns=list(columns), desc=f"Tokenising {name}")
 
-    return dataclasses.replace(data, train=run(data.train, "train"), eval=run(data.eval, "eval"))
+    return dataclasses.replace(data, train=run(data.train, "train"), eval=run(data.eval, "eval"),
+                               test=None if data.test is None else run(data.test, "test"))
 
 
 @dataclass

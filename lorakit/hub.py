@@ -85,13 +85,14 @@ def build_card(run: Run, repo_id: str, *, base_model: str | None = None, dataset
     data_name = dataset or recipe.get("dataset_name") or recipe.get("train_file") or "custom"
     data_id = None if is_local_path(data_name) or data_name == "custom" else data_name
     config_name = recipe.get("dataset_config_name")
+    prefix, split = _reported_split(recipe, metrics)
     results = [EvalResult(task_type="text-classification", task_name="Text Classification",
                           dataset_type=data_id or Path(str(data_name)).name,
                           dataset_name=_pretty(data_name, config_name), dataset_config=config_name,
-                          dataset_split=recipe.get("eval_split"), metric_type=METRIC_TYPES.get(m, (m, None))[0],
+                          dataset_split=split, metric_type=METRIC_TYPES.get(m, (m, None))[0],
                           metric_args=METRIC_TYPES.get(m, (m, None))[1], metric_name=METRIC_NAMES.get(m, m),
-                          metric_value=round(metrics[f"eval_{m}"], 4))
-               for m in recipe.get("metrics", []) if f"eval_{m}" in metrics]
+                          metric_value=round(metrics[f"{prefix}_{m}"], 4))
+               for m in recipe.get("metrics", []) if f"{prefix}_{m}" in metrics]
     method_tags = ["lora", *(["dora"] if recipe.get("use_dora") else []), "peft"] if run.is_adapter \
         else [recipe.get("method", "full")]
     license_, license_source = card_license(recipe, base)
@@ -133,13 +134,16 @@ def card_license(recipe: dict, base: str) -> tuple[str | None, str]:
     return None, ""
 
 
-def _scored(recipe: dict, metrics: dict) -> str:
+def _scored(metrics: dict, prefix: str, split: str) -> str:
     """Which rows the results are of, e.g. "2,000 of 7,600 rows of the test split"."""
-    split = "the validation file" if recipe.get("validation_file") else f"the {recipe.get('eval_split')} split"
-    rows, total = metrics.get("scored_rows"), metrics.get("scored_split_rows")
+    rows, total = ((metrics.get("test_rows"), metrics.get("test_split_rows")) if prefix == "test"
+                   else (metrics.get("scored_rows"), metrics.get("scored_split_rows")))
+    where = f"the {split or 'evaluation'} split"
     if rows is None:
-        return split
-    return f"all {rows:,} rows of {split}" if rows == total else f"{rows:,} of {total:,} rows of {split}"
+        return where
+    if total is None:
+        return f"{rows:,} rows of {where}"
+    return f"all {rows:,} rows of {where}" if rows == total else f"{rows:,} of {total:,} rows of {where}"
 
 
 def _pretty(name: str, config: str | None) -> str:
@@ -186,7 +190,7 @@ def _prose(run: Run, repo_id: str, base: str, data_name: str, results, license_:
               "License: none stated (the recipe sets no `license` and the base model's card names none); check the "
               "base model's and the data's terms before sharing.", ""]
     if results:
-        lines += ["## Results", "", f"On {_scored(recipe, metrics)}:", "",
+        lines += ["## Results", "", f"On {_scored(metrics, prefix, split)}:", "",
                   "| metric | value |", "|---|---|"]
         lines += [f"| {r.metric_name} | {r.metric_value:.4f} |" for r in results]
         lines.append("")

@@ -422,6 +422,13 @@ class Classifier:
             out[chunk] = self.model(**self._pad(enc, chunk)).logits.float().cpu()
         return out, cut
 
+    def logits(self, rows: Sequence[Row]) -> torch.Tensor:
+        """The model's outputs for `rows` (float32, one row each, in their order), as scoring wants them."""
+        check_rows(rows, pair=self.is_pair, source=self.source)
+        logits, cut = self._logits(rows)
+        self.truncated += sum(cut)
+        return logits
+
     def predict_rows(self, rows: Sequence[Row]) -> list[Prediction]:
         """Predictions for `rows`, in their order. Raises UsageError for an empty text or the wrong arity."""
         if not rows:

@@ -53,7 +53,13 @@ class Recipe:
     train_file: str | None = _key(help="Your own training data: .csv, .json/.jsonl or .parquet.")
     validation_file: str | None = _key(help="Your own evaluation data, same format as train_file.")
     train_split: str = _key("train", help="Split to train on.")
-    eval_split: str = _key("validation", help="Split to evaluate on (AG News has none: its recipe says test).")
+    eval_split: str = _key("validation", help="Split to evaluate on and select checkpoints with.")
+    validation_split_percentage: float | None = _key(
+        help="Carve the evaluation rows from train instead: this percentage of it, in (0, 50], seeded by `seed` "
+             "and stratified by label for single-label tasks; the chosen rows are saved in the run folder.")
+    test_split: str | None = _key(help="Split scored once after training (test_<metric> in metrics.json, "
+                                       "predictions, per-class report, plot); never used to select checkpoints.")
+    test_file: str | None = _key(help="Your own test data, scored once after training like test_split.")
     text_column_names: list[str] = _key(help="One text column, or two for sentence pairs (comma-separated).",
                                         default_factory=lambda: ["sentence"])
     label_column_name: str = _key("label", help="Column holding the label (class index or label name).")
@@ -77,6 +83,7 @@ class Recipe:
     max_seq_length: int = _key(512, help="Longer inputs are truncated to this many tokens.")
     max_train_samples: int | None = _key(help="Train on the first N rows only.")
     max_eval_samples: int | None = _key(help="Evaluate on the first N rows only.")
+    max_test_samples: int | None = _key(help="Score the first N test rows only.")
     # Method
     method: str = _key("lora", help="lora, or full for the full fine-tuning baseline with the same recipe.")
     lora_impl: str = _key("peft", help="peft (PEFT's layer) or scratch (lorakit/adapters/, same file format).")
@@ -97,12 +104,21 @@ class Recipe:
     use_dora: bool = _key(False, help="DoRA (Liu et al. 2024): each adapted weight is split into a magnitude "
                                        "(one trainable number per output) and a direction that LoRA updates.")
     max_trainable_params: int | None = _key(help="Stop before training if the run would train more than this.")
+    init_adapter: str | None = _key(
+        help="Warm start: the LoRA matrices of this trained adapter (folder or Hub id; same base model, targets "
+             "and rank) instead of fresh ones; its classifier too when the label count matches, else a new one.")
+    init_adapter_modules_to_save: bool = _key(
+        False, help="With init_adapter, also take the body's modules_to_save (e.g. BERT's pooler) from it.")
     fast_dropout: bool = _key(True, help="On CPU, dropout masks drawn four elements per 64-bit random word, the "
                                           "attention probabilities' included (lorakit/cpu/dropout.py, attention.py; "
                                           "faster than torch's there); false: torch's nn.Dropout and SDPA's dropout.")
     load_in_4bit: bool = _key(False, help="Quantise the backbone to NF4 with bitsandbytes (QLoRA).")
     load_in_8bit: bool = _key(False, help="Quantise the backbone to int8 with bitsandbytes.")
     # Run
+    early_stopping_patience: int | None = _key(
+        help="Stop after this many evaluations without improving metric_for_best_model (needs "
+             "load_best_model_at_end); metrics.json says where it stopped and which checkpoint it kept.")
+    early_stopping_threshold: float = _key(0.0, help="Smallest change of the metric that counts as improving.")
     dry_run: bool = _key(False, help="Resolve everything, build the model, print the report, write nothing.")
     overwrite_output_dir: bool = _key(False, help="Allow writing into an output folder that holds another run.")
     hub_private: bool = _key(False, help="Create the Hub repo as private when pushing.")
@@ -126,12 +142,14 @@ RECIPE_KEYS = {f.name for f in dataclasses.fields(Recipe)}
 # Where `train.py --help` lists each kit key (TrainingArguments keys: lorakit.trainingargs.SHOWN).
 GROUPS = {
     "data": ("task_name", "dataset_name", "dataset_config_name", "train_file", "validation_file", "train_split",
-             "eval_split", "text_column_names", "label_column_name", "label_names", "problem_type", "metrics",
-             "pos_label", "threshold", "class_weights", "max_seq_length", "max_train_samples", "max_eval_samples"),
+             "eval_split", "validation_split_percentage", "test_split", "test_file", "text_column_names", "label_column_name", "label_names", "problem_type", "metrics",
+             "pos_label", "threshold", "class_weights", "max_seq_length", "max_train_samples", "max_eval_samples",
+             "max_test_samples"),
     "model": ("model_name_or_path", "trust_remote_code", "attn_implementation", "load_in_4bit", "load_in_8bit"),
     "LoRA": ("method", "lora_impl", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_layers",
-             "lora_modules_to_save", "head_learning_rate", "loraplus_lr_ratio", "use_dora", "max_trainable_params"),
-    "training": ("fast_dropout", "dry_run", "overwrite_output_dir"),
+             "lora_modules_to_save", "head_learning_rate", "loraplus_lr_ratio", "use_dora", "max_trainable_params", "init_adapter", "init_adapter_modules_to_save"),
+    "training": ("fast_dropout", "early_stopping_patience", "early_stopping_threshold", "dry_run",
+                 "overwrite_output_dir"),
     "Hub": ("hub_private", "license"),
 }
 # TrainingArguments fields the kit owns or sets itself; the rest pass through unchanged.
@@ -393,10 +411,26 @@ def validate(recipe: Recipe) -> None:
     problems += _label_problems(recipe)
     if recipe.max_seq_length <= 0:
         problems.append(f"max_seq_length should be a positive integer but the value passed is {recipe.max_seq_length}")
-    for key in ("max_train_samples", "max_eval_samples", "max_trainable_params"):
+    for key in ("max_train_samples", "max_eval_samples", "max_test_samples", "max_trainable_params",
+                "early_stopping_patience"):
         value = getattr(recipe, key)
         if value is not None and value <= 0:
             problems.append(f"{key} should be a positive integer but the value passed is {value}")
+    pct = recipe.validation_split_percentage
+    if pct is not None and not 0 < pct <= 50:
+        problems.append(f"validation_split_percentage should be in (0, 50] but the value passed is {pct}; "
+                        "5 keeps 5% of train for validation")
+    if pct is not None and recipe.validation_file:
+        problems.append("validation_split_percentage carves validation rows from train but validation_file is "
+                        "set too; drop one of them")
+    if recipe.test_split and recipe.test_file:
+        problems.append("test_split and test_file are exclusive; pick one")
+    if recipe.early_stopping_threshold < 0:
+        problems.append(f"early_stopping_threshold should be 0 or more but the value passed is "
+                        f"{recipe.early_stopping_threshold}")
+    if recipe.init_adapter and recipe.method != "lora":
+        problems.append("init_adapter warm-starts LoRA matrices but method is full; use --method lora or "
+                        "leave init_adapter unset")
     if recipe.head_learning_rate is not None and not recipe.head_learning_rate > 0:
         problems.append(f"head_learning_rate should be a positive number but the value passed is "
                         f"{recipe.head_learning_rate}; leave it unset to train the head at learning_rate")

@@ -22,6 +22,13 @@ CARD_FILE = "README.md"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 MODEL_FILES = ("config.json", "model.safetensors")
 TOKENIZER_FILE = "tokenizer_config.json"
+# The train rows carved out for validation (validation_split_percentage), so that a resumed run keeps them.
+VALIDATION_ROWS_FILE = "validation_rows.json"
+# A labelled split scored once (the test step of training, or evaluate.py): rows, per-class report, plot.
+PREDICTIONS_FILE = "predictions_test.csv"
+CLASS_REPORT_FILE = "classification_report_test.md"
+CONFUSION_FILE = "confusion_matrix_test.png"
+SCATTER_FILE = "scatter_test.png"  # regression: predicted against gold
 
 SINGLE_LABEL = "single_label_classification"
 MULTI_LABEL = "multi_label_classification"

@@ -126,7 +126,9 @@ def log_resolution(resolved: Resolved, args, config, model, task_data, params: m
     log.info("model: %s (%s), method %s%s", recipe.model_name_or_path, config.model_type, recipe.method,
              f", LoRA r={recipe.lora_r} alpha={recipe.lora_alpha} on {modeling.target_modules(recipe, config)}"
              f"{' with DoRA' if recipe.use_dora else ''} ({recipe.lora_impl})" if recipe.method == "lora" else "")
-    log.info("data: %d train, %d eval rows, labels %s", len(task_data.train), len(task_data.eval),
+    log.info("data: %d train, %d eval%s rows%s, labels %s", len(task_data.train), len(task_data.eval),
+             f" ({recipe.validation_split_percentage:g}% of train)" if task_data.validation_rows is not None else "",
+             f", {len(task_data.test)} test rows scored once after training" if task_data.test is not None else "",
              task_data.label_names)
     log.info("problem type: %s%s", recipe.problem_type,
              f"; class weights {task_data.class_weights}" if task_data.class_weights else "")
@@ -195,6 +197,8 @@ def final_metrics(trainer, train_output, params: modeling.ParamReport, recipe: R
                                recipe.headline_metric)
     metrics["scored_rows"] = len(task_data.eval)
     metrics["scored_split_rows"] = task_data.eval_split_rows or len(task_data.eval)
+    if task_data.test is not None:
+        metrics["test_split_rows"] = task_data.test_split_rows
     clock = trainer.train_clock()
     if resume and clock:
         metrics.update(clock.whole_run(train_output.metrics, trainer.state.max_steps,
@@ -234,24 +238,27 @@ def compute_metrics(recipe: Recipe, task_data):
                            threshold=task_data.threshold)
 
 
-def save(trainer, tokenizer, resolved: Resolved, label_names: list[str], metrics: dict) -> None:
+def save(trainer, tokenizer, resolved: Resolved, label_names: list[str], metrics: dict, tested=None) -> None:
     """Save the run folder on the main process (`save_run`); every process joins the gathering of sharded
     weights (under FSDP and DeepSpeed ZeRO-3 that is a collective) and waits for the save."""
     state_dict = trainer.accelerator.get_state_dict(trainer.model)
     if trainer.is_world_process_zero():
         work = Path(trainer.args.output_dir)
         output_dir = final_folder(work)
-        save_run(trainer, tokenizer, resolved, label_names, metrics, work, state_dict=state_dict)
+        save_run(trainer, tokenizer, resolved, label_names, metrics, work, state_dict=state_dict, tested=tested)
         if work != output_dir:
             swap_in(work, output_dir)
-        log.info("saved adapter and metrics to %s: eval %s = %.4f", output_dir, resolved.recipe.headline_metric,
-                 metrics.get(f"eval_{resolved.recipe.headline_metric}", float("nan")))
+        headline = resolved.recipe.headline_metric
+        log.info("saved adapter and metrics to %s: eval %s = %.4f%s", output_dir, headline,
+                 metrics.get(f"eval_{headline}", float("nan")),
+                 f", test {headline} = {metrics[f'test_{headline}']:.4f}" if f"test_{headline}" in metrics else "")
     trainer.accelerator.wait_for_everyone()
 
 
 def save_run(trainer, tokenizer, resolved: Resolved, label_names: list[str], metrics: dict,
-             output_dir: Path, state_dict: dict | None = None) -> None:
-    """Write the adapter (head included), tokenizer, labels, recipe, metrics, log and plot, all or nothing.
+             output_dir: Path, state_dict: dict | None = None, tested=None) -> None:
+    """Write the adapter (head included), tokenizer, labels, recipe, metrics, log and plot, all or nothing; and
+    the test split's predictions, report and plot when the run scored one (`tested`, an evaluation.Scored).
     `state_dict` is the model's full state gathered across processes when the weights are sharded."""
     recipe = resolved.recipe
     history = trainer.state.log_history
@@ -267,6 +274,10 @@ def save_run(trainer, tokenizer, resolved: Resolved, label_names: list[str], met
         report.plot_learning_curve(history, recipe.headline_metric, stage / CURVE_FILE,
                                    title=f"{recipe.task_name or 'run'}: {recipe.method} on "
                                          f"{Path(recipe.model_name_or_path).name}")
+        if tested is not None:
+            from .evaluation import write_files
+
+            write_files(stage, tested)
         write_json_atomic(stage / METRICS_FILE, metrics)
         run = Run(folder=stage, recipe=values, metrics=metrics, labels=json.loads((stage / LABELS_FILE).read_text()),
                   is_adapter=recipe.method == "lora")

@@ -48,7 +48,8 @@ def test_headline_metrics():
     assert parse_recipe(["--task", "cola"]).recipe.metrics[0] == "matthews_correlation"
     assert parse_recipe(["--task", "mrpc"]).recipe.metrics == ["accuracy", "f1"]
     assert parse_recipe(["--task", "mrpc"]).recipe.text_columns == ("sentence1", "sentence2")
-    assert parse_recipe(["--task", "agnews"]).recipe.eval_split == "test"
+    agnews = parse_recipe(["--task", "agnews"]).recipe
+    assert (agnews.validation_split_percentage, agnews.test_split) == (5, "test")  # selects on train, tests once
 
 
 def test_command_line_overrides_win_and_are_typed():
