@@ -142,12 +142,13 @@ RECIPE_KEYS = {f.name for f in dataclasses.fields(Recipe)}
 # Where `train.py --help` lists each kit key (TrainingArguments keys: lorakit.trainingargs.SHOWN).
 GROUPS = {
     "data": ("task_name", "dataset_name", "dataset_config_name", "train_file", "validation_file", "train_split",
-             "eval_split", "validation_split_percentage", "test_split", "test_file", "text_column_names", "label_column_name", "label_names", "problem_type", "metrics",
-             "pos_label", "threshold", "class_weights", "max_seq_length", "max_train_samples", "max_eval_samples",
-             "max_test_samples"),
+             "eval_split", "validation_split_percentage", "test_split", "test_file", "text_column_names",
+             "label_column_name", "label_names", "problem_type", "metrics", "pos_label", "threshold",
+             "class_weights", "max_seq_length", "max_train_samples", "max_eval_samples", "max_test_samples"),
     "model": ("model_name_or_path", "trust_remote_code", "attn_implementation", "load_in_4bit", "load_in_8bit"),
     "LoRA": ("method", "lora_impl", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_layers",
-             "lora_modules_to_save", "head_learning_rate", "loraplus_lr_ratio", "use_dora", "max_trainable_params", "init_adapter", "init_adapter_modules_to_save"),
+             "lora_modules_to_save", "head_learning_rate", "loraplus_lr_ratio", "use_dora", "max_trainable_params",
+             "init_adapter", "init_adapter_modules_to_save"),
     "training": ("fast_dropout", "early_stopping_patience", "early_stopping_threshold", "dry_run",
                  "overwrite_output_dir"),
     "Hub": ("hub_private", "license"),
