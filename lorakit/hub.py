@@ -146,6 +146,16 @@ def _scored(metrics: dict, prefix: str, split: str) -> str:
     return f"all {rows:,} rows of {where}" if rows == total else f"{rows:,} of {total:,} rows of {where}"
 
 
+def _reported_split(recipe: dict, metrics: dict) -> tuple[str, str]:
+    """The metrics a card reports: the test split's, scored once after training, when the run has them; else the
+    evaluation split's (prefix of the metrics.json keys, split name)."""
+    if any(f"test_{m}" in metrics for m in recipe.get("metrics", [])):
+        return "test", recipe.get("test_split") or Path(str(recipe.get("test_file"))).name
+    if recipe.get("validation_split_percentage"):
+        return "eval", f"{recipe.get('train_split', 'train')} ({recipe['validation_split_percentage']:g}% held out)"
+    return "eval", recipe.get("eval_split")
+
+
 def _pretty(name: str, config: str | None) -> str:
     return f"{Path(str(name)).name}{f' ({config})' if config else ''}"
 
@@ -190,7 +200,7 @@ def _prose(run: Run, repo_id: str, base: str, data_name: str, results, license_:
               "License: none stated (the recipe sets no `license` and the base model's card names none); check the "
               "base model's and the data's terms before sharing.", ""]
     if results:
-        lines += ["## Results", "", f"On {_scored(metrics, prefix, split)}:", "",
+        lines += ["## Results", "", f"On {_scored(metrics, *_reported_split(recipe, metrics))}:", "",
                   "| metric | value |", "|---|---|"]
         lines += [f"| {r.metric_name} | {r.metric_value:.4f} |" for r in results]
         lines.append("")

@@ -46,7 +46,7 @@ def test_task_help_shows_that_recipes_values():
     proc = run_script("train.py", "--task", "agnews", "--help")
     assert proc.returncode == 0
     lines = {line.split()[0]: line.split()[1] for line in proc.stdout.splitlines() if line.startswith("  --")}
-    assert lines["--eval_split"] == "test*" and lines["--max_seq_length"] == "256*"
+    assert lines["--test_split"] == "test*" and lines["--max_seq_length"] == "256*"
     assert lines["--learning_rate"] == "0.0005*" and lines["--lora_r"] == "8*"
     assert lines["--max_train_samples"] == "none" and lines["--logging_steps"] == "10"  # kit default, unset
 
