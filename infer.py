@@ -1,10 +1,11 @@
-"""Classify texts with a trained adapter: an output folder of train.py, a Hub repo id, or a merged export.
+"""Classify texts with a trained adapter: an output folder of train.py, a Hub repo id, a merged or an ONNX export.
 
     python infer.py "a gripping, beautifully acted film"        # the latest run under ./outputs
     python infer.py --adapter outputs/sst2 "great fun" "dull" --top_k 2
     python infer.py --adapter user/roberta-base-lora-sst2 --file reviews.csv --column review --json > out.jsonl
     cat headlines.txt | python infer.py --adapter outputs/agnews
     python infer.py --adapter outputs/mrpc "The cat sat." --pair "A cat was sitting."
+    python infer.py --adapter exports/sst2-onnx "great fun"    # export.py --format onnx: onnxruntime, no torch
 
 Prints label<TAB>probability<TAB>text per input (or JSON Lines with --json), in input order; for a multi-label
 adapter every label over the threshold with its probability, for a regression score<TAB>text.
@@ -20,9 +21,9 @@ import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from lorakit import inference, predictions, textio  # noqa: E402
+from lorakit import predictions, textio  # noqa: E402
 from lorakit.errors import ArgumentParser, UsageError, run_cli  # noqa: E402
-from lorakit.runfolder import MULTI_LABEL, REGRESSION  # noqa: E402
+from lorakit.runfolder import MULTI_LABEL, REGRESSION, is_onnx_export  # noqa: E402
 
 PROGRESS_FROM = 1000  # rows; fewer finish before a bar would tell anyone anything
 
@@ -31,7 +32,7 @@ def parse_args(argv: list[str]):
     parser = ArgumentParser(prog="infer.py", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("texts", nargs="*", help="texts to classify; none: --file, or lines on standard input")
-    parser.add_argument("--adapter", help="output folder of train.py, Hub repo id or merged export "
+    parser.add_argument("--adapter", help="output folder of train.py, Hub repo id, merged or ONNX export "
                                           "(default: the latest run under ./outputs)")
     parser.add_argument("--base_model", help="backbone to load the adapter on, instead of the one it names "
                                              "(a local copy, or a Hub id)")
@@ -49,8 +50,9 @@ def parse_args(argv: list[str]):
                         help="JSON Lines: text, label, score, scores (every label), line (for files); multi-label: "
                              "labels (a list of label, score) and scores; regression: score")
     parser.add_argument("--batch_size", type=int, default=64, help="texts per forward pass (default 64)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                        help="auto: bf16 where the CPU (AVX-512-BF16, AMX) or GPU has it natively, else fp32")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                        help="auto (default): bf16 where the CPU (AVX-512-BF16, AMX) or GPU has it natively, else "
+                             "fp32; not for an ONNX export, which runs as exported")
     parser.add_argument("--skip_bad_lines", action="store_true",
                         help="skip (and report) undecodable or empty input lines instead of stopping")
     parser.add_argument("--timings", action="store_true", help="print where the time went on stderr")
@@ -66,7 +68,30 @@ def parse_args(argv: list[str]):
     return args
 
 
-def rows_and_total(args, folder: inference.ModelFolder, bad: textio.BadLines):
+def open_folder(args):
+    """The folder to predict with, checked, and a function that loads its classifier. An ONNX export runs on
+    onnxruntime (lorakit.onnx): that process never imports torch or transformers. Anything else runs on torch
+    (lorakit.inference)."""
+    path = Path(args.adapter).expanduser() if args.adapter else None
+    if path is not None and is_onnx_export(path):
+        for flag, value in (("--base_model", args.base_model), ("--precision", args.precision)):
+            if value:
+                raise UsageError(f"{flag} does not apply to the ONNX export {args.adapter!r}, whose merged weights "
+                                 f"and precision were fixed by export.py; drop {flag}")
+        from lorakit.onnx import OnnxClassifier, read_export
+
+        folder = read_export(path)
+        return folder, lambda: OnnxClassifier.from_folder(folder, batch_size=args.batch_size)
+    from lorakit import inference
+
+    folder = inference.read_folder(inference.resolve_adapter(args.adapter), args.base_model)
+    if args.adapter is None:
+        print(f"using the latest run {str(folder.path)!r} (pass --adapter to choose another)", file=sys.stderr)
+    return folder, lambda: inference.Classifier.from_folder(folder, precision=args.precision or "auto",
+                                                            batch_size=args.batch_size)
+
+
+def rows_and_total(args, folder, bad: textio.BadLines):
     """The input rows (an iterator) and their count when known before reading (for the progress bar)."""
     columns = args.column.split(",") if args.column else None
     if args.texts:
@@ -89,7 +114,7 @@ def rows_and_total(args, folder: inference.ModelFolder, bad: textio.BadLines):
     return textio.stdin_rows(folder.is_pair, bad), None
 
 
-def check_options(args, classifier: inference.Classifier) -> None:
+def check_options(args, classifier) -> None:
     """--threshold and --top_k against the problem type the model was trained for; sets the threshold."""
     if args.threshold is not None:
         if classifier.problem_type != MULTI_LABEL:
@@ -104,12 +129,10 @@ def check_options(args, classifier: inference.Classifier) -> None:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     imported = time.perf_counter()
-    folder = inference.read_folder(inference.resolve_adapter(args.adapter), args.base_model)
-    if args.adapter is None:
-        print(f"using the latest run {str(folder.path)!r} (pass --adapter to choose another)", file=sys.stderr)
+    folder, load = open_folder(args)
     bad = textio.BadLines(f"input file {str(args.file)!r}" if args.file else "standard input", args.skip_bad_lines)
     rows, total = rows_and_total(args, folder, bad)
-    classifier = inference.Classifier.from_folder(folder, precision=args.precision, batch_size=args.batch_size)
+    classifier = load()
     check_options(args, classifier)
     loaded = time.perf_counter()
 

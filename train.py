@@ -53,6 +53,7 @@ def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
 
     # 5. Tokenizer and the tokenised splits (cached by datasets).
     tokenizer = modeling.load_tokenizer(recipe)
+    modeling.use_pad_token(model, tokenizer)  # decoder LLMs find each row's last token by the pad token id
     with args.main_process_first(desc="tokenising"):
         tokenized = data.tokenize(task_data, tokenizer, recipe)
 
@@ -70,6 +71,7 @@ def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
     # 7. Train, resuming where asked. The model was built alike on every process (same seed); from here each rank
     # draws its own dropout masks, while accelerate keeps the data order in step.
     set_seed(args.seed + args.process_index)
+    initial = modeling.initial_lora(recipe, model)  # PiSSA/OLoRA: LoRA's start, to save it for the unchanged base
     train_output = trainer.train(resume_from_checkpoint=resume)
 
     # 8. Evaluate; then score the test split once, with the kept checkpoint (it never chose the checkpoint).
@@ -79,7 +81,7 @@ def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
     metrics.update(tested.metrics if tested else {})
 
     # 9. Save the run folder (adapter, tokenizer, labels, recipe, metrics, curve; the test step's files).
-    training.save(trainer, tokenizer, resolved, task_data.label_names, metrics, tested)
+    training.save(trainer, tokenizer, resolved, task_data.label_names, metrics, tested, initial_lora=initial)
     return metrics
 
 

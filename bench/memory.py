@@ -2,6 +2,7 @@
 
     python -m bench.memory            # roberta-base and roberta-large shapes, random weights; ~10 minutes on 2 cores
     python -m bench.memory --tiny     # tiny shapes, seconds: exercises every path
+    python -m bench.memory --qwen2    # a Qwen2-shaped decoder (Qwen2.5-0.5B at a quarter width, 4 layers)
 
 Each (backbone, setup) runs in its own subprocess, which builds the model with the kit's own code
 (`lorakit.modeling.build_model`: LoRA r=8 on query and value, the head trainable, `--load_in_8bit/4bit` as
@@ -34,6 +35,13 @@ ROBERTA = dict(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1,
                eos_token_id=2)
 TINY = {"tiny-roberta": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)}
 TINY_ROBERTA = dict(ROBERTA, vocab_size=1000, max_position_embeddings=130)
+# Qwen2.5-0.5B's config (hidden 896, 24 layers, 14 heads, 2 KV heads, intermediate 4864, vocabulary 151,936, tied
+# embeddings) at a quarter of its width and 4 layers; the vocabulary, hence the embeddings, at full size. The pad
+# token id is the end-of-text token, as the kit sets it for a decoder classifier.
+QWEN2 = {"qwen2-tiny": dict(hidden_size=224, num_hidden_layers=4, num_attention_heads=14, num_key_value_heads=2,
+                            intermediate_size=1216)}
+QWEN2_COMMON = dict(model_type="qwen2", vocab_size=151936, max_position_embeddings=1024, tie_word_embeddings=True,
+                    bos_token_id=151643, eos_token_id=151643, pad_token_id=151643)
 # name: (recipe overrides, TrainingArguments bf16)
 SETUPS = {
     "LoRA fp32": ({}, False),
@@ -44,12 +52,15 @@ SETUPS = {
 
 
 def save_random_model(folder: Path, sizes: dict, common: dict) -> Path:
-    """A randomly initialised RoBERTa backbone of the given shape, as a model folder (no tokenizer needed)."""
+    """A randomly initialised backbone of the given shape (RoBERTa unless `common` names another model_type), as a
+    model folder (no tokenizer needed)."""
     import torch
-    from transformers import RobertaConfig, RobertaModel
+    from transformers import AutoConfig, AutoModel
 
+    settings = {**common, **sizes}
     torch.manual_seed(0)
-    RobertaModel(RobertaConfig(**common, **sizes)).save_pretrained(folder)
+    AutoModel.from_config(AutoConfig.for_model(settings.pop("model_type", "roberta"), **settings)).save_pretrained(
+        folder)
     return folder
 
 
@@ -114,6 +125,7 @@ def _run_child(model_dir: Path, setup: str, steps: int, batch: int, seq: int) ->
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="tiny shapes, a few seconds")
+    parser.add_argument("--qwen2", action="store_true", help="a Qwen2-shaped decoder instead of RoBERTa")
     parser.add_argument("--steps", type=int, default=2, help="training steps per setup (default 2: the optimizer "
                         "state exists from the first)")
     parser.add_argument("--child", nargs=5, metavar=("MODEL_DIR", "SETUP", "STEPS", "BATCH", "SEQ"),
@@ -127,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
     import transformers
 
     transformers.logging.disable_progress_bar()
-    shapes, common = (TINY, TINY_ROBERTA) if args.tiny else (SHAPES, ROBERTA)
+    shapes, common = (QWEN2, QWEN2_COMMON) if args.qwen2 else (TINY, TINY_ROBERTA) if args.tiny else (SHAPES, ROBERTA)
     batch, seq, steps = (4, 32, 2) if args.tiny else (8, 128, args.steps)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
@@ -141,19 +153,21 @@ def main(argv: list[str] | None = None) -> dict:
     command = "python -m bench.memory" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
     lines = [f"Command: `{command}`; batch {batch} x {seq} tokens, {steps} steps per setup, each in its own "
              "process; RSS in MB.", "",
-             "| backbone | setup | RSS after loading | peak RSS while training | peak vs LoRA fp32 | s/step* |",
-             "|---|---|---:|---:|---:|---:|"]
+             "| backbone | setup | RSS after loading | peak RSS while training | peak vs LoRA fp32 | s/step* | "
+             "samples/s* |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     summary: dict[str, float] = {}
     for key, r in results.items():
         name, setup = key.split(" | ")
         ratio = r["peak_mb"] / results[f"{name} | LoRA fp32"]["peak_mb"]
         lines.append(f"| {name} | {setup} | {r['loaded_mb']:.0f} | {r['peak_mb']:.0f} | {ratio:.2f} | "
-                     f"{r['seconds_per_step']:.2f} |")
+                     f"{r['seconds_per_step']:.2f} | {batch / r['seconds_per_step']:.1f} |")
         summary[f"{name} {setup}: peak RSS MB"] = r["peak_mb"]
         summary[f"{name} {setup}: peak vs fp32"] = ratio
     imports = min(r["imports_mb"] for r in results.values())
     lines += ["", f"A process that has only imported torch, transformers and the kit holds {imports:.0f} MB. "
-              f"*s/step: mean of the {steps} steps, first included, on a shared machine: a rough guide only."]
+              f"*s/step: mean of the {steps} steps, first included, on a shared machine: a rough guide only "
+              f"(samples/s: {batch} rows a step over it)."]
     print("\n".join(lines), flush=True)
     return summary
 

@@ -170,25 +170,35 @@ def quiet_transformers():
 
 
 def _load_base(name: str, label_names: list[str], folder: Path, quantized_bits: int | None = None,
-               problem_type: str = SINGLE_LABEL):
-    """The backbone with a classification head for `label_names`, and the parameter names it lacked.
+               problem_type: str = SINGLE_LABEL, pad_token_id: int | None = None):
+    """The backbone with a classification head for `label_names`, and the parameter names it lacked. A config
+    without a pad token id gets `pad_token_id` (the run's tokenizer's): decoder classifiers find each row's last
+    token by it, and refuse batches of two or more without it.
 
     For a QLoRA adapter (`quantized_bits`), the backbone is loaded quantised as in training and dequantised to
     fp32: the adapter was fitted to those rounded weights (lorakit/quantization.py says why)."""
+    def failed(err: Exception) -> UsageError:
+        return UsageError(f"base model {name!r} of adapter {str(folder)!r} could not be loaded "
+                          f"({str(err).splitlines()[0]}); pass --base_model with a local copy of it or a Hub id in "
+                          "your cache")
+
+    try:
+        config = AutoConfig.from_pretrained(name, **config_labels(label_names, problem_type), trust_remote_code=False)
+    except (OSError, ValueError) as err:
+        raise failed(err) from None
+    if config.get_text_config().pad_token_id is None and pad_token_id is not None:
+        config.get_text_config().pad_token_id = config.pad_token_id = pad_token_id
     kwargs = {}
     if quantized_bits:
         from .quantization import quantized_load_kwargs
 
-        kwargs = quantized_load_kwargs(quantized_bits)
+        kwargs = quantized_load_kwargs(quantized_bits, config)
     try:
-        config = AutoConfig.from_pretrained(name, **config_labels(label_names, problem_type), trust_remote_code=False)
         model, info = AutoModelForSequenceClassification.from_pretrained(
             name, config=config, dtype=torch.float32, use_safetensors=True, trust_remote_code=False,
             output_loading_info=True, **kwargs)
     except (OSError, ValueError) as err:
-        raise UsageError(f"base model {name!r} of adapter {str(folder)!r} could not be loaded "
-                         f"({str(err).splitlines()[0]}); pass --base_model with a local copy of it or a Hub id in "
-                         "your cache") from None
+        raise failed(err) from None
     if quantized_bits:
         model = model.dequantize(dtype=torch.float32)
     return model, set(info["missing_keys"])
@@ -265,10 +275,13 @@ def _load_with_peft(base_model: torch.nn.Module, info: ModelFolder, base: str, m
 
 def _load_tokenizer(folder: Path):
     try:
-        return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
     except (OSError, ValueError) as err:
         raise UsageError(f"the tokenizer in {str(folder)!r} could not be loaded ({str(err).splitlines()[0]}); "
                          "copy the tokenizer files again from the run that made it") from None
+    if tokenizer.pad_token is None:  # an adapter trained elsewhere, on a decoder LLM's tokenizer as shipped
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
 
 
 def _load_model(info: ModelFolder, tokenizer, merge: bool) -> tuple[torch.nn.Module, list[str]]:
@@ -279,7 +292,8 @@ def _load_model(info: ModelFolder, tokenizer, merge: bool) -> tuple[torch.nn.Mod
         return model, info.label_names or [model.config.id2label[i] for i in range(model.config.num_labels)]
     labels, base = info.label_names, info.base_model
     tensors = _read_safetensors(info.path / ADAPTER_FILES[1])
-    model, untrained = _load_base(base, labels, info.path, info.quantized_bits, info.problem_type or SINGLE_LABEL)
+    model, untrained = _load_base(base, labels, info.path, info.quantized_bits, info.problem_type or SINGLE_LABEL,
+                                  tokenizer.pad_token_id)
     embeddings = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > embeddings:
         raise _mismatch(info.path, base, f"its tokenizer has {len(tokenizer)} tokens, the base's embeddings "
@@ -462,6 +476,13 @@ class Classifier:
             progress.update(len(chunk))
 
 
+def check_export_dir(dest: Path, overwrite: bool) -> None:
+    """UsageError unless `dest` is new, an empty folder, or a folder the user allowed to overwrite."""
+    if dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not overwrite)):
+        raise UsageError(f"export folder {str(dest)!r} {'is a file' if not dest.is_dir() else 'is not empty'}; "
+                         "pass a new folder with --output_dir" + ("" if not dest.is_dir() else ", or --overwrite"))
+
+
 def export_merged(adapter: str | None, dest: Path, *, base_model: str | None = None,
                   overwrite: bool = False) -> Path:
     """Write `adapter` as a full model folder in `dest`: LoRA folded into the weights, the head included, the
@@ -469,9 +490,7 @@ def export_merged(adapter: str | None, dest: Path, *, base_model: str | None = N
     (`from_pretrained`, `pipeline`); no PEFT needed. Written aside and renamed into place: all or nothing."""
     from .fileio import staged_folder
 
-    if dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not overwrite)):
-        raise UsageError(f"export folder {str(dest)!r} {'is a file' if not dest.is_dir() else 'is not empty'}; "
-                         "pass a new folder with --output_dir" + ("" if not dest.is_dir() else ", or --overwrite"))
+    check_export_dir(dest, overwrite)
     classifier = Classifier.load(adapter, base_model=base_model, precision="fp32")
     # So that `pipeline(..., truncation=True)` cuts where training did.
     classifier.tokenizer.model_max_length = classifier.max_length

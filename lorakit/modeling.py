@@ -5,34 +5,31 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+from transformers.pytorch_utils import Conv1D
 
 from .errors import UsageError
 from .recipe import Recipe
 from .runfolder import config_labels
 
-# Attention projections the LoRA paper adapts (query and value), by the names each architecture uses.
+# Default LoRA targets: PEFT's own per-architecture table (the attention projections the LoRA paper adapts, query
+# and value, by each architecture's names), and the kit's entries only where PEFT's table has none.
 DEFAULT_TARGETS = {
-    "roberta": ["query", "value"],
-    "xlm-roberta": ["query", "value"],
-    "bert": ["query", "value"],
-    "deberta-v2": ["query_proj", "value_proj"],
-    "deberta": ["in_proj"],
+    # PEFT's table has no DistilBERT; q_lin and v_lin are its query and value.
     "distilbert": ["q_lin", "v_lin"],
 }
-# Modules beside the classifier that train in full with it, so that every architecture trains the same head:
-# RoBERTa's classification head is dense + tanh + out_proj, all in `classifier`; BERT, DeBERTa and DistilBERT
-# keep that dense layer outside it (pooler, pre_classifier). DeBERTa's ContextPooler is not in the pretrained
-# checkpoint at all (PEFT's troubleshooting guide calls this out), and sentence-embedding checkpoints such as
-# all-MiniLM-L6-v2 ship a BERT pooler their mean-pooling training never used. Frozen, it cost LoRA 12 points
-# of MRPC accuracy against full fine-tuning; trained, 0.5 (EXPERIMENTS.md). `lora_modules_to_save` overrides.
-EXTRA_TRAINABLE = {"bert": ["pooler"], "deberta-v2": ["pooler"], "deberta": ["pooler"],
-                   "distilbert": ["pre_classifier"]}
+ALL_LINEAR = "all-linear"  # PEFT's keyword: every linear layer outside the head
+# The head PEFT's SEQ_CLS task trains and saves by itself; anything else the head is made of goes in
+# modules_to_save.
+HEAD_MODULES = ("classifier", "score")
 
 
 def load_config(recipe: Recipe, label_names: list[str]) -> PretrainedConfig:
@@ -42,23 +39,56 @@ def load_config(recipe: Recipe, label_names: list[str]) -> PretrainedConfig:
         raise UsageError(f"model folder {path!r} not found; pass an existing folder or a Hub model id "
                          "with --model_name_or_path")
     try:
-        return AutoConfig.from_pretrained(path, **config_labels(label_names, recipe.problem_type),
-                                          trust_remote_code=recipe.trust_remote_code)
+        config = AutoConfig.from_pretrained(path, **config_labels(label_names, recipe.problem_type),
+                                            trust_remote_code=recipe.trust_remote_code)
     except OSError as err:
         raise UsageError(f"model {path!r} could not be loaded ({str(err).splitlines()[0]}); pass a local "
                          "folder or a Hub id you can reach with --model_name_or_path") from None
+    if config.model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES \
+            and "AutoModelForSequenceClassification" not in (getattr(config, "auto_map", None) or {}):
+        raise UsageError(f"model type {config.model_type!r} has no sequence-classification class in transformers "
+                         "(AutoModelForSequenceClassification); pick a backbone that has one")
+    return config
 
 
 def load_tokenizer(recipe: Recipe):
+    """The backbone's tokenizer, padding on the right, with a pad token (see `pad_token_for`)."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(recipe.model_name_or_path,
                                                   trust_remote_code=recipe.trust_remote_code)
     except OSError as err:
         raise UsageError(f"tokenizer of {recipe.model_name_or_path!r} could not be loaded "
                          f"({str(err).splitlines()[0]}); the model folder needs its tokenizer files") from None
-    if tokenizer.pad_token is None:  # decoder-only backbones have none; padding is masked anyway
-        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = pad_token_for(tokenizer, recipe.model_name_or_path)
+    # Decoder classifiers pool the last token that is not padding. Under causal attention no token sees the pads
+    # after it, so padded on the right a row's logits are those it gets alone; some LLM tokenizers ship
+    # padding_side="left", which shifts every position instead.
+    tokenizer.padding_side = "right"
     return tokenizer
+
+
+def pad_token_for(tokenizer, name: str) -> str:
+    """A pad token for a tokenizer that has none (decoder LLMs ship without): its end-of-sequence token, else its
+    beginning-of-sequence or unknown token. An existing token, so the embeddings keep their size; padding is
+    masked, and the classifier pools the last token before it."""
+    for token in (tokenizer.eos_token, tokenizer.bos_token, tokenizer.unk_token):
+        if token is not None:
+            return token
+    raise UsageError(f"the tokenizer of {name!r} has no pad, end-of-sequence, beginning-of-sequence or unknown "
+                     "token to pad with; add a pad token to its tokenizer files")
+
+
+def use_pad_token(model: torch.nn.Module, tokenizer) -> None:
+    """Give the classifier's config the tokenizer's pad token id when it has none.
+
+    Decoder classifiers find each row's last token by that id, and refuse batches of two or more without it
+    ("Cannot handle batch sizes > 1 if no padding token is defined"). The run folder's tokenizer keeps the pad
+    token; inference sets it on the base model's config again, and a merged export saves it in config.json."""
+    config = model.config.get_text_config()
+    if config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id
+        model.config.pad_token_id = tokenizer.pad_token_id
 
 
 def check_seq_length(recipe: Recipe, config: PretrainedConfig) -> None:
@@ -70,29 +100,63 @@ def check_seq_length(recipe: Recipe, config: PretrainedConfig) -> None:
                          f"set --max_seq_length {usable} or less")
 
 
-def target_modules(recipe: Recipe, config: PretrainedConfig) -> list[str]:
+def target_modules(recipe: Recipe, config: PretrainedConfig) -> list[str] | str:
+    """The recipe's LoRA targets (a list of module names, or PEFT's "all-linear"), else the architecture's
+    default: the kit's table, then PEFT's (a list, or a regular expression PEFT matches whole names against).
+    An architecture neither knows is a UsageError (`check_lora_targets` lists what the model has)."""
     if recipe.lora_target_modules:
+        if recipe.lora_target_modules == [ALL_LINEAR]:
+            return ALL_LINEAR
         return list(recipe.lora_target_modules)
-    if config.model_type not in DEFAULT_TARGETS:
+    default = DEFAULT_TARGETS.get(config.model_type) or PEFT_TARGETS.get(config.model_type)
+    if default is None:
         raise UsageError(f"no default LoRA target modules for model type {config.model_type!r}; "
-                         "set --lora_target_modules, e.g. q_proj,v_proj")
-    return DEFAULT_TARGETS[config.model_type]
+                         f"set --lora_target_modules (e.g. {ALL_LINEAR})")
+    return default if isinstance(default, str) else list(default)
 
 
-def modules_to_save(recipe: Recipe, config: PretrainedConfig) -> list[str]:
-    """Modules trained in full beside the classifier (which PEFT's SEQ_CLS task always trains)."""
+def classifier_head(model: torch.nn.Module) -> list[str]:
+    """The modules the classifier's head is made of, found in the model itself: every top-level module beside the
+    backbone that holds weights (`classifier`, `score`, DeBERTa's ContextPooler `pooler`, DistilBERT's
+    `pre_classifier`, BART's `classification_head`, ...) and any `pooler` inside the backbone (BERT's).
+
+    All of them train in full, so that every architecture trains the same head: RoBERTa keeps its dense + tanh
+    layer inside `classifier`, BERT, DeBERTa and DistilBERT keep it outside (pooler, pre_classifier). DeBERTa's ContextPooler is not in the pretrained
+    checkpoint at all (PEFT's troubleshooting guide calls this out), and sentence-embedding checkpoints such as
+    all-MiniLM-L6-v2 ship a BERT pooler their mean-pooling training never used. Frozen, it cost LoRA 12 points
+    of MRPC accuracy against full fine-tuning; trained, 0.5 (EXPERIMENTS.md). `lora_modules_to_save` overrides.
+    """
+    model = model.get_base_model() if isinstance(model, PeftModel) else model
+    backbone = getattr(model, "base_model_prefix", None)
+    if not backbone or not hasattr(model, backbone):  # not a transformers classifier: no head to tell
+        return []
+    head = [name for name, child in model.named_children()
+            if name != backbone and any(True for _ in child.parameters())]
+    head += [name.rsplit(".", 1)[-1] for name, m in getattr(model, backbone).named_modules()
+             if name.rsplit(".", 1)[-1] == "pooler" and any(True for _ in m.parameters())]
+    return list(dict.fromkeys(head))
+
+
+def head_of(recipe: Recipe, config: PretrainedConfig, model: torch.nn.Module | None = None) -> list[str]:
+    """`classifier_head` of `model`, or of the recipe's classifier built weightless from `config`."""
+    if model is None:
+        with torch.device("meta"):
+            model = AutoModelForSequenceClassification.from_config(
+                config, trust_remote_code=recipe.trust_remote_code)
+    return classifier_head(model)
+
+
+def modules_to_save(recipe: Recipe, config: PretrainedConfig, model: torch.nn.Module | None = None) -> list[str]:
+    """Modules trained in full beside the classifier (which PEFT's SEQ_CLS task always trains): the recipe's
+    `lora_modules_to_save`, else the rest of the model's head (`classifier_head`)."""
     if recipe.lora_modules_to_save is not None:
         return list(recipe.lora_modules_to_save)
-    return list(EXTRA_TRAINABLE.get(config.model_type, []))
+    return [name for name in head_of(recipe, config, model) if name not in HEAD_MODULES]
 
 
-# The classification head's module names (AutoModelForSequenceClassification's `classifier`; `score` for
-# decoder backbones); with modules_to_save they make up what `head_learning_rate` applies to.
-HEAD_MODULES = ("classifier", "score")
-
-
-def head_modules(recipe: Recipe, config: PretrainedConfig) -> list[str]:
-    return [*HEAD_MODULES, *modules_to_save(recipe, config)]
+def head_modules(recipe: Recipe, config: PretrainedConfig, model: torch.nn.Module | None = None) -> list[str]:
+    """The head's module names, which `head_learning_rate` applies to: the SEQ_CLS heads and modules_to_save."""
+    return [*HEAD_MODULES, *modules_to_save(recipe, config, model)]
 
 
 def is_head_parameter(name: str, modules: list[str]) -> bool:
@@ -111,7 +175,7 @@ def is_lora_b_parameter(name: str) -> bool:
 
 def head_weights(recipe: Recipe, config: PretrainedConfig, model: torch.nn.Module) -> int:
     """How many trainable weights `head_learning_rate` applies to; none is a UsageError (nothing to apply it to)."""
-    modules = head_modules(recipe, config)
+    modules = head_modules(recipe, config, model)
     count = sum(_numel(p) for n, p in model.named_parameters() if p.requires_grad and is_head_parameter(n, modules))
     if not count:
         raise UsageError(f"head_learning_rate is set but no trainable parameter belongs to the head modules "
@@ -119,17 +183,32 @@ def head_weights(recipe: Recipe, config: PretrainedConfig, model: torch.nn.Modul
     return count
 
 
-def lora_config(recipe: Recipe, config: PretrainedConfig) -> LoraConfig:
-    """PEFT's LoraConfig for the recipe; task SEQ_CLS keeps the classification head trainable and saved."""
+def lora_config(recipe: Recipe, config: PretrainedConfig, model: torch.nn.Module | None = None) -> LoraConfig:
+    """PEFT's LoraConfig for the recipe; task SEQ_CLS keeps the classification head trainable and saved, and the
+    rest of the head (`modules_to_save`) trains and saves with it."""
+    extra = modules_to_save(recipe, config, model)
+    targets = target_modules(recipe, config)
+    # PEFT's all-linear leaves out `classifier` or `score` only; the rest of the head trains in full instead.
+    exclude = None
+    if targets == ALL_LINEAR:
+        head = [*HEAD_MODULES, *extra]
+        exclude = rf"(.*\.)?({'|'.join(map(re.escape, head))})(\..*)?"
+    # A weightless (meta) model only counts parameters; PiSSA's SVD and the like have no numbers to work on.
+    weightless = model is not None and any(p.is_meta for p in model.parameters())
     cfg = LoraConfig(
         task_type="SEQ_CLS", r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
-        use_dora=recipe.use_dora, target_modules=target_modules(recipe, config), layers_to_transform=recipe.lora_layers,
+        use_dora=recipe.use_dora, use_rslora=recipe.use_rslora,
+        init_lora_weights=True if weightless else recipe.init_lora_weights,
+        target_modules=targets, exclude_modules=exclude, layers_to_transform=recipe.lora_layers,
         # A copy: PEFT appends the SEQ_CLS heads to this list in place.
-        modules_to_save=modules_to_save(recipe, config) or None)
+        modules_to_save=list(extra) or None)
     if recipe.lora_impl == "scratch":
         from . import adapters
 
-        adapters.register(cfg)
+        try:
+            adapters.register(cfg)
+        except ValueError as err:  # an option the scratch layer lacks
+            raise UsageError(str(err)) from None
     return cfg
 
 
@@ -137,26 +216,58 @@ def _num_layers(config: PretrainedConfig) -> int | None:
     return getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers", None)
 
 
+def linear_layers(model: torch.nn.Module) -> dict[str, int]:
+    """The model's layers LoRA can adapt (nn.Linear, GPT-2's Conv1D) outside its head, counted by name suffix
+    (the last part of the dotted name), in the order the model first has them."""
+    head = set(HEAD_MODULES) | set(classifier_head(model))
+    counts: Counter = Counter()
+    for name, module in model.named_modules():
+        parts = name.split(".")
+        if isinstance(module, (torch.nn.Linear, Conv1D)) and not head & set(parts) and ".lora_" not in f".{name}":
+            counts[parts[-1]] += 1
+    return dict(counts)
+
+
+def _suggest(layers: dict[str, int]) -> str:
+    """A --lora_target_modules value that works for a model with these linear layers: its query and value
+    projections when their names say so (as the LoRA paper adapts), else all-linear."""
+    pick = [next((n for n in layers if re.fullmatch(rf"{kind}(_?proj|_lin)?", n)), None)
+            for kind in ("q|query", "v|value")]
+    return ",".join(pick) if all(pick) else ALL_LINEAR
+
+
+def _matches(target: str, name: str) -> bool:
+    return name == target or name.endswith("." + target)
+
+
 def check_lora_targets(recipe: Recipe, model: torch.nn.Module, config: PretrainedConfig) -> None:
-    """A target that matches no Linear, or a layer index out of range, is an error before any training."""
+    """A target that matches no linear layer, a model with no default targets, or a layer index out of range is an
+    error before any training; the first two name the linear layers the model has and a setting that works."""
+    layers = linear_layers(model)
+    listing = ", ".join(f"{name} ({count})" for name, count in layers.items())
+    if not recipe.lora_target_modules and config.model_type not in DEFAULT_TARGETS | PEFT_TARGETS:
+        raise UsageError(f"no default LoRA target modules for model type {config.model_type!r}; its linear layers "
+                         f"are {listing}; set e.g. --lora_target_modules {_suggest(layers)}")
     targets = target_modules(recipe, config)
-    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
-    for target in targets:
-        if not any(n == target or n.endswith("." + target) for n in names):
-            leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
-            raise UsageError(f"LoRA target module {target!r} matches nothing in {config.model_type}; "
-                             f"choose from {', '.join(leaves)}")
+    names = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))]
+    if targets != ALL_LINEAR:
+        for target in [targets] if isinstance(targets, str) else targets:
+            found = any(re.fullmatch(target, n) for n in names) if isinstance(targets, str) \
+                else any(_matches(target, n) for n in names)
+            if not found:
+                raise UsageError(f"LoRA target module {target!r} matches nothing in {config.model_type}; its linear "
+                                 f"layers are {listing}; set e.g. --lora_target_modules {_suggest(layers)}")
     modules = [n for n, _ in model.named_modules()]
-    for extra in modules_to_save(recipe, config):
-        if not any(n == extra or n.endswith("." + extra) for n in modules):
+    for extra in modules_to_save(recipe, config, model):
+        if not any(_matches(extra, n) for n in modules):
             raise UsageError(f"lora_modules_to_save {extra!r} matches no module of {config.model_type}; name a "
                              "module the model has (e.g. pooler) or leave the key unset")
-    layers = _num_layers(config)
-    if recipe.lora_layers and layers is not None:
-        bad = [i for i in recipe.lora_layers if not 0 <= i < layers]
+    count = _num_layers(config)
+    if recipe.lora_layers and count is not None:
+        bad = [i for i in recipe.lora_layers if not 0 <= i < count]
         if bad:
-            raise UsageError(f"lora_layers {bad} out of range: the model has layers 0-{layers - 1}; "
-                             f"pass e.g. --lora_layers 0-{layers - 1}")
+            raise UsageError(f"lora_layers {bad} out of range: the model has layers 0-{count - 1}; "
+                             f"pass e.g. --lora_layers 0-{count - 1}")
 
 
 def apply_method(recipe: Recipe, model: torch.nn.Module, config: PretrainedConfig) -> torch.nn.Module:
@@ -164,7 +275,7 @@ def apply_method(recipe: Recipe, model: torch.nn.Module, config: PretrainedConfi
     if recipe.method == "full":
         return model
     check_lora_targets(recipe, model, config)
-    return get_peft_model(model, lora_config(recipe, config))
+    return get_peft_model(model, lora_config(recipe, config, model))
 
 
 @contextlib.contextmanager
@@ -317,6 +428,47 @@ def check_budget(recipe: Recipe, report: ParamReport) -> None:
         raise UsageError(f"the run would train {report.trainable:,} parameters, over max_trainable_params "
                          f"{recipe.max_trainable_params:,}; lower lora_r, target fewer modules or layers, "
                          "or raise the budget")
+
+
+def initial_lora(recipe: Recipe, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """For PiSSA and OLoRA (init_lora_weights), a copy of LoRA's matrices as initialised, under their saved names,
+    for `convert_to_plain_lora`; None for any other initialisation."""
+    from peft import get_peft_model_state_dict
+
+    from .recipe import rewrites_base
+
+    if not rewrites_base(recipe.init_lora_weights):
+        return None
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items() if ".lora_" in k}
+
+
+def convert_to_plain_lora(folder: Path, initial: dict[str, torch.Tensor]) -> None:
+    """Rewrite the PiSSA/OLoRA adapter saved in `folder` as plain LoRA for the unchanged base, given its matrices
+    as initialised (`initial_lora`).
+
+    Both take LoRA's start B0 A0 out of the base weights, so the trained adapter fits only that rewritten base.
+    Its change to the base is s (B A - B0 A0) = s [B | -B0] [A ; A0]: a plain LoRA adapter of rank 2r, whose alpha
+    doubles (times sqrt 2 under rsLoRA) to keep the scaling s. PEFT's own conversion (save_pretrained's
+    path_initial_model_for_weight_conversion) does the same but, in peft 0.21, drops the head (modules_to_save)."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from .runfolder import ADAPTER_FILES
+
+    weights_file, config_file = Path(folder) / ADAPTER_FILES[1], Path(folder) / ADAPTER_FILES[0]
+    tensors = load_file(str(weights_file))
+    for key, value in tensors.items():
+        if ".lora_A." in key:
+            tensors[key] = torch.cat([value, initial[key].to(value)], dim=0).contiguous()
+        elif ".lora_B." in key:
+            tensors[key] = torch.cat([value, -initial[key].to(value)], dim=1).contiguous()
+    save_file(tensors, str(weights_file), metadata={"format": "pt"})
+    config = json.loads(config_file.read_text())
+    config["lora_alpha"] *= 2 ** 0.5 if config.get("use_rslora") else 2
+    config["r"] *= 2
+    config["init_lora_weights"] = True
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
 def is_peft(model) -> bool:

@@ -25,8 +25,9 @@ from .recipe import Recipe
 
 # Modules bitsandbytes must leave in full precision: the heads PEFT trains for sequence classification
 # (`classifier`, `score`; DistilBERT's `pre_classifier`) and every pooler (DeBERTa's is trained with the
-# head, BERT's is pretrained and small). Patterns follow transformers' llm_int8_skip_modules matching:
-# a prefix ending at a module boundary, or a regular expression.
+# head, BERT's is pretrained and small); `quantized_load_kwargs` adds whatever else the model's head is made of
+# (modeling.classifier_head). Patterns follow transformers' llm_int8_skip_modules matching: a prefix ending at a
+# module boundary, or a regular expression.
 FULL_PRECISION_MODULES = ["classifier", "pre_classifier", "score", r".*pooler"]
 
 
@@ -46,12 +47,14 @@ def _device_map() -> dict:
     return {"": "cpu"}
 
 
-def bnb_config(bits: int) -> BitsAndBytesConfig:
-    """The kit's bitsandbytes settings: QLoRA's NF4 with double quantisation for 4 bits, LLM.int8() for 8."""
+def bnb_config(bits: int, keep: list[str] | None = None) -> BitsAndBytesConfig:
+    """The kit's bitsandbytes settings: QLoRA's NF4 with double quantisation for 4 bits, LLM.int8() for 8; the
+    head and poolers (and the modules named in `keep`) stay full precision."""
+    skip = list(dict.fromkeys([*FULL_PRECISION_MODULES, *(keep or [])]))
     if bits == 4:
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=compute_dtype(), llm_int8_skip_modules=FULL_PRECISION_MODULES)
-    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=FULL_PRECISION_MODULES)
+                                  bnb_4bit_compute_dtype=compute_dtype(), llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
 
 
 def quantization_kwargs(recipe: Recipe, config: PretrainedConfig) -> dict:
@@ -60,14 +63,23 @@ def quantization_kwargs(recipe: Recipe, config: PretrainedConfig) -> dict:
     if recipe.method != "lora":
         raise UsageError(f"{flag} freezes the backbone as quantised weights, which method {recipe.method!r} "
                          f"would train; use --method lora or drop {flag}")
-    return quantized_load_kwargs(4 if recipe.load_in_4bit else 8)
+    return quantized_load_kwargs(4 if recipe.load_in_4bit else 8, config)
 
 
-def quantized_load_kwargs(bits: int) -> dict:
-    """`from_pretrained` kwargs for the kit's `bits`-bit backbone, on this process's device."""
+def quantized_load_kwargs(bits: int, config: PretrainedConfig | None = None) -> dict:
+    """`from_pretrained` kwargs for the kit's `bits`-bit backbone, on this process's device; with `config`, the
+    head of that classifier (modeling.classifier_head) stays full precision whatever its names."""
     if importlib.util.find_spec("bitsandbytes") is None:
         raise UsageError(f"a {bits}-bit backbone needs bitsandbytes; pip install -r requirements.txt")
-    return {"quantization_config": bnb_config(bits), "device_map": _device_map()}
+    keep = None
+    if config is not None:
+        from transformers import AutoModelForSequenceClassification
+
+        from .modeling import classifier_head
+
+        with torch.device("meta"):
+            keep = classifier_head(AutoModelForSequenceClassification.from_config(config))
+    return {"quantization_config": bnb_config(bits, keep), "device_map": _device_map()}
 
 
 def _autocast_output(module, args, output):
@@ -99,8 +111,12 @@ def prepare_quantized(model: torch.nn.Module) -> torch.nn.Module:
     import bitsandbytes as bnb
     from peft import prepare_model_for_kbit_training
 
-    # Gradient checkpointing stays a recipe choice (activation_checkpointing), not forced here.
+    # Gradient checkpointing stays a recipe choice (activation_checkpointing), not forced here. The embeddings'
+    # output requires grad, as PEFT arranges for unquantised models itself: with reentrant checkpointing
+    # (activation_checkpointing_kwargs use_reentrant: true) LoRA inside a checkpointed layer gets no gradient
+    # otherwise, since nothing entering the layer does.
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    model.enable_input_require_grads()
     for module in model.modules():
         if isinstance(module, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)):
             module.register_forward_hook(_autocast_output)
@@ -121,5 +137,6 @@ def load_dequantized(model_name_or_path: str, config: PretrainedConfig, bits: in
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(
-        model_name_or_path, config=config, dtype=torch.float32, use_safetensors=True, **quantized_load_kwargs(bits))
+        model_name_or_path, config=config, dtype=torch.float32, use_safetensors=True,
+        **quantized_load_kwargs(bits, config))
     return model.dequantize(dtype=torch.float32)

@@ -103,6 +103,12 @@ class Recipe:
              "rest) at learning_rate; the paper suggests 16 with a learning_rate below plain LoRA's. Default: off.")
     use_dora: bool = _key(False, help="DoRA (Liu et al. 2024): each adapted weight is split into a magnitude "
                                        "(one trainable number per output) and a direction that LoRA updates.")
+    use_rslora: bool = _key(False, help="rsLoRA (Kalajdzievski 2023): the update is scaled by lora_alpha / sqrt(lora_r) "
+                                         "instead of lora_alpha / lora_r, which keeps high ranks learning.")
+    init_lora_weights: bool | str = _key(
+        True, help="PEFT's LoRA initialisation (lora_impl peft): true (B zero), false, gaussian, orthogonal, or "
+                   "pissa, pissa_niter_N, olora (LoRA starts from the base weights' principal directions, which it "
+                   "takes out of the base; the saved adapter is converted to plain LoRA on the unchanged base).")
     max_trainable_params: int | None = _key(help="Stop before training if the run would train more than this.")
     init_adapter: str | None = _key(
         help="Warm start: the LoRA matrices of this trained adapter (folder or Hub id; same base model, targets "
@@ -400,6 +406,32 @@ def training_type(f: dataclasses.Field):
     return tp
 
 
+# The values peft 0.21's LoraConfig accepts for init_lora_weights besides true/false (its Literal; a test checks
+# this copy against it, so recipe validation needs no PEFT import). pissa_niter_N takes any N >= 0.
+PEFT_INIT_LORA_WEIGHTS = ("gaussian", "eva", "olora", "pissa", "pissa_niter_[number of iters]", "corda", "loftq",
+                          "orthogonal", "mica")
+# Those the kit refuses: a data pass (eva, corda) or a LoftQ config it does not run; B frozen (mica).
+_INIT_REFUSED = ("eva", "corda", "loftq", "mica")
+_INIT_SUPPORTED = ("gaussian", "orthogonal", "pissa", "olora")
+
+
+def rewrites_base(value) -> bool:
+    """Whether an init_lora_weights value takes LoRA's start out of the base weights (PiSSA, OLoRA)."""
+    return isinstance(value, str) and (value == "olora" or re.fullmatch(r"pissa(_niter_\d+)?", value) is not None)
+
+
+def _init_problem(value) -> str | None:
+    """What is wrong with an init_lora_weights value, or None."""
+    supported = f"true, false, {', '.join(_INIT_SUPPORTED)} or pissa_niter_N"
+    if isinstance(value, bool) or value in _INIT_SUPPORTED or rewrites_base(value):
+        return None
+    if value in _INIT_REFUSED:
+        return (f"init_lora_weights {value!r} is PEFT's but not supported by the kit (it needs an initialisation "
+                f"pass or freezes B); use {supported}, or leave it unset")
+    return (f"init_lora_weights {value!r} is not one of PEFT's values (true, false, "
+            f"{', '.join(PEFT_INIT_LORA_WEIGHTS)}); the kit supports {supported}")
+
+
 def validate(recipe: Recipe) -> None:
     """Check the kit's keys before anything expensive; every problem found is named in one error."""
     problems = []
@@ -448,6 +480,22 @@ def validate(recipe: Recipe) -> None:
         problems.append("load_in_4bit and load_in_8bit are exclusive; pick one")
     if (recipe.load_in_4bit or recipe.load_in_8bit) and recipe.method == "full":
         problems.append("a quantised backbone cannot be fully fine-tuned; use --method lora with load_in_4bit/8bit")
+    targets = recipe.lora_target_modules or []
+    if "all-linear" in targets and len(targets) > 1:
+        problems.append(f"lora_target_modules all-linear already names every linear layer but the value passed is "
+                        f"{','.join(targets)}; pass all-linear alone or list modules without it")
+    init_problem = _init_problem(recipe.init_lora_weights)
+    if init_problem:
+        problems.append(init_problem)
+    if recipe.init_lora_weights not in (True, False) and recipe.lora_impl == "scratch" and not init_problem:
+        problems.append(f"init_lora_weights {recipe.init_lora_weights!r} is PEFT's; the scratch LoRA layer starts "
+                        "from true (B zero) or false only; use --lora_impl peft or leave it unset")
+    if rewrites_base(recipe.init_lora_weights) and (recipe.load_in_4bit or recipe.load_in_8bit):
+        problems.append(f"init_lora_weights {recipe.init_lora_weights!r} takes LoRA's start out of the base weights, "
+                        "which a quantised backbone would round again; drop load_in_4bit/8bit or use gaussian")
+    if (recipe.use_rslora or recipe.init_lora_weights is not True) and recipe.method == "full":
+        problems.append("use_rslora and init_lora_weights apply to LoRA's matrices but method is full; use "
+                        "--method lora or leave them unset")
     if recipe.train_file is None and recipe.dataset_name is None:
         problems.append("no data: set dataset_name (Hub id or local folder) or train_file")
     if recipe.method == "lora":

@@ -22,6 +22,10 @@ CARD_FILE = "README.md"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 MODEL_FILES = ("config.json", "model.safetensors")
 TOKENIZER_FILE = "tokenizer_config.json"
+# An ONNX export (export.py --format onnx): the graph, and the tokenizer as one `tokenizers` file.
+ONNX_FILE = "model.onnx"
+TOKENIZER_JSON = "tokenizer.json"
+ONNX_FILES = (ONNX_FILE, TOKENIZER_JSON, LABELS_FILE)
 # The train rows carved out for validation (validation_split_percentage), so that a resumed run keeps them.
 VALIDATION_ROWS_FILE = "validation_rows.json"
 # A labelled split scored once (the test step of training, or evaluate.py): rows, per-class report, plot.
@@ -34,6 +38,11 @@ SINGLE_LABEL = "single_label_classification"
 MULTI_LABEL = "multi_label_classification"
 REGRESSION = "regression"
 PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL, REGRESSION)
+
+
+def is_onnx_export(folder: Path) -> bool:
+    """`folder` holds an ONNX export (its graph), to be run by lorakit.onnx rather than torch."""
+    return (folder / ONNX_FILE).is_file()
 
 
 def is_local_path(name: str | None) -> bool:

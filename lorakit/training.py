@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -26,16 +27,28 @@ log = logging.getLogger("lorakit")
 TRAINING_DEFAULTS = KIT_DEFAULTS  # kit defaults under the recipe (lorakit.trainingargs, torch-free)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A handler that writes to sys.stderr as it is at each message (a redirect or pytest's capture made after
+    logging was set up still sees the lines)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def setup_logging(is_main: bool) -> None:
     """The `lorakit` logger prints `[lorakit] message` on stderr (INFO on the main process, WARNING on the others).
     Only that logger is touched: the caller's root handlers stay as they are."""
     logger = logging.getLogger("lorakit")
     if logger.level != logging.DEBUG:  # --debug (lorakit.errors.run_cli) keeps its level
         logger.setLevel(logging.INFO if is_main else logging.WARNING)
-    if not any(getattr(h, "_lorakit", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("[lorakit] %(message)s"))
-        handler._lorakit = True
         logger.addHandler(handler)
         logger.propagate = False
 
@@ -238,14 +251,16 @@ def compute_metrics(recipe: Recipe, task_data):
                            threshold=task_data.threshold)
 
 
-def save(trainer, tokenizer, resolved: Resolved, label_names: list[str], metrics: dict, tested=None) -> None:
+def save(trainer, tokenizer, resolved: Resolved, label_names: list[str], metrics: dict, tested=None,
+         initial_lora: dict | None = None) -> None:
     """Save the run folder on the main process (`save_run`); every process joins the gathering of sharded
     weights (under FSDP and DeepSpeed ZeRO-3 that is a collective) and waits for the save."""
     state_dict = trainer.accelerator.get_state_dict(trainer.model)
     if trainer.is_world_process_zero():
         work = Path(trainer.args.output_dir)
         output_dir = final_folder(work)
-        save_run(trainer, tokenizer, resolved, label_names, metrics, work, state_dict=state_dict, tested=tested)
+        save_run(trainer, tokenizer, resolved, label_names, metrics, work, state_dict=state_dict, tested=tested,
+                 initial_lora=initial_lora)
         if work != output_dir:
             swap_in(work, output_dir)
         headline = resolved.recipe.headline_metric
@@ -256,15 +271,19 @@ def save(trainer, tokenizer, resolved: Resolved, label_names: list[str], metrics
 
 
 def save_run(trainer, tokenizer, resolved: Resolved, label_names: list[str], metrics: dict,
-             output_dir: Path, state_dict: dict | None = None, tested=None) -> None:
+             output_dir: Path, state_dict: dict | None = None, tested=None,
+             initial_lora: dict | None = None) -> None:
     """Write the adapter (head included), tokenizer, labels, recipe, metrics, log and plot, all or nothing; and
     the test split's predictions, report and plot when the run scored one (`tested`, an evaluation.Scored).
-    `state_dict` is the model's full state gathered across processes when the weights are sharded."""
+    `state_dict` is the model's full state gathered across processes when the weights are sharded;
+    `initial_lora` (modeling.initial_lora) converts a PiSSA/OLoRA adapter to plain LoRA for the unchanged base."""
     recipe = resolved.recipe
     history = trainer.state.log_history
     with staged_folder(output_dir, last=METRICS_FILE) as stage:
         trainer.accelerator.unwrap_model(trainer.model).save_pretrained(stage, state_dict=state_dict)
         (stage / CARD_FILE).unlink(missing_ok=True)  # PEFT's empty template; the kit's card is written below
+        if initial_lora is not None:
+            modeling.convert_to_plain_lora(stage, initial_lora)
         tokenizer.save_pretrained(stage)
         write_labels(stage, labels.label_info(recipe, label_names))
         model = trainer.accelerator.unwrap_model(trainer.model)

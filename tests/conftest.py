@@ -87,6 +87,50 @@ def make_tiny_model(model_type: str, folder: Path, *, weights: bool = True, seed
     return folder
 
 
+@functools.lru_cache(maxsize=None)
+def _decoder_tokenizer(folder: str):
+    """A byte-level BPE tokenizer as decoder LLMs ship theirs: beginning/end-of-sequence and unknown tokens, no
+    pad token, trained on 2,000 SST-2 sentences. Saved beside a Qwen2 config it loads as transformers'
+    Qwen2Tokenizer, whose default pad token is Qwen's <|endoftext|>: the vocabulary has it, as Qwen's does."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    tok = ByteLevelBPETokenizer()
+    tok.train_from_iterator(_corpus(), vocab_size=400, min_frequency=2, special_tokens=["<s>", "</s>", "<unk>", "<|endoftext|>"],
+                            show_progress=False)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok._tokenizer, bos_token="<s>", eos_token="</s>",
+                                        unk_token="<unk>")
+    assert tokenizer.pad_token is None
+    return tokenizer
+
+
+DECODERS = ("llama", "qwen2", "mistral")
+
+
+def make_tiny_decoder(model_type: str, folder: Path, *, seed: int = 0) -> Path:
+    """Save a tiny random decoder LLM backbone (llama, qwen2, mistral) and its pad-less tokenizer to `folder`;
+    its config has no pad_token_id, as the real ones."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    tokenizer = _decoder_tokenizer(str(folder.parent / "tok-decoder"))
+    config = AutoConfig.for_model(model_type, **TINY, num_key_value_heads=2, vocab_size=len(tokenizer),
+                                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                  pad_token_id=None, tie_word_embeddings=False)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    AutoModel.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_decoders(tmp_path_factory) -> dict[str, Path]:
+    """Folders of tiny random llama, qwen2 and mistral backbones, each with a tokenizer that has no pad token."""
+    root = tmp_path_factory.mktemp("tiny-decoders")
+    return {kind: make_tiny_decoder(kind, root / kind) for kind in DECODERS}
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """Folders of tiny random roberta, bert and deberta-v2 backbones, each with its tokenizer."""

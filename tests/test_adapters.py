@@ -446,12 +446,59 @@ def test_bad_rank_fails_when_the_layer_is_built():
 
 
 @pytest.mark.parametrize(
-    "option", [{"use_rslora": True}, {"lora_bias": True}, {"init_lora_weights": "gaussian"}, {"use_qalora": True}]
+    "option", [{"lora_bias": True}, {"init_lora_weights": "gaussian"}, {"use_qalora": True}]
 )
 def test_unsupported_options_are_refused(option):
     (name, value), = option.items()
     with pytest.raises(ValueError, match=re.escape(f"{name}={value!r}")):
         adapters.register(lora_config(**option))
+
+
+def test_rslora_scales_by_alpha_over_sqrt_r_as_peft_does():
+    base = tiny_model()
+    peft_model = perturb(adapt(base, "peft", use_rslora=True)).eval()
+    scratch = perturb(adapt(base, "scratch", use_rslora=True)).eval()
+    layer = next(m for m in scratch.modules() if isinstance(m, LoraLinear))
+    assert layer.scaling["default"] == 8 / 2  # alpha 8, r 4: 8 / sqrt(4)
+    assert max_diff(logits(peft_model), logits(scratch)) < TOL
+    assert not torch.allclose(logits(scratch), logits(perturb(adapt(base, "scratch")).eval()), atol=1e-3)
+
+
+def _shard_outside_forward(module: nn.Module) -> None:
+    """Make `module.weight` what FSDP and ZeRO-3 leave a rank outside the module's forward: an empty shard of the
+    same dtype. The full weight is there only between the module's forward pre-hook and its forward hook."""
+    full = module.weight
+    shard = nn.Parameter(torch.empty(0, dtype=full.dtype), requires_grad=full.requires_grad)
+
+    def gather(mod, args):
+        mod.weight = full
+
+    def release(mod, args, output):
+        mod.weight = shard
+
+    module.register_forward_pre_hook(gather)
+    module.register_forward_hook(release)
+    module.weight = shard
+
+
+@pytest.mark.parametrize("dora", [False, True])
+def test_adapter_weights_are_read_only_inside_their_modules_forward(dora):
+    # Under FSDP / ZeRO-3 a weight read outside its module's forward is a shard; with the shards simulated, the
+    # layer must still compute exactly what it computes unsharded, in forward and backward.
+    base = tiny_model()
+    reference = perturb(adapt(base, "scratch", use_dora=dora, lora_dropout=0.1))
+    sharded = perturb(adapt(base, "scratch", use_dora=dora, lora_dropout=0.1))
+    for layer in [m for m in sharded.modules() if isinstance(m, LoraLinear)]:
+        for module in [*layer.lora_A.values(), *layer.lora_B.values(), *layer.lora_magnitude_vector.values()]:
+            _shard_outside_forward(module)
+    for model in (reference, sharded):
+        model.train()
+        torch.manual_seed(3)
+        model(**batch()).loss.backward()
+    assert max_diff(logits(reference.eval()), logits(sharded.eval())) < TOL
+    grads = {n: p.grad for n, p in reference.named_parameters() if "lora_B" in n}
+    assert grads and all(p.grad is not None and torch.allclose(p.grad, grads[n], atol=1e-6)
+                         for n, p in sharded.named_parameters() if "lora_B" in n and p.numel())
 
 
 def test_load_adapter_refuses_unknown_impl(tmp_path):

@@ -5,6 +5,9 @@ pretrained weight W0 (out x in) and learns a low-rank update beside it:
 
     h = W0 x + (alpha / r) B A x        A: r x in,  B: out x r,  r << min(in, out)
 
+rsLoRA (Kalajdzievski 2023, "A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA", arXiv:2312.03732;
+``use_rslora``) scales by alpha / sqrt(r) instead, so that the update's size does not shrink as r grows.
+
 A starts Kaiming-uniform and B at zero, so an adapted model starts out computing exactly what the base model
 does. Dropout, when enabled, acts on the input of the LoRA path only. After training, (alpha / r) B A can be
 added into W0 ("merging"), and the layer costs no more than the original one.
@@ -43,7 +46,7 @@ from ..lora_settings import validate_lora_settings
 # LoraConfig options that change what a LoRA linear layer computes; LoraLinear implements none of them.
 # LoRA variants (aLoRA, ...) are found through PEFT's own `is_lora_variant` field metadata; DoRA is the one
 # variant implemented here.
-_UNSUPPORTED_OPTIONS = ("use_rslora", "lora_bias", "fan_in_fan_out", "use_qalora", "ensure_weight_tying")
+_UNSUPPORTED_OPTIONS = ("lora_bias", "fan_in_fan_out", "use_qalora", "ensure_weight_tying")
 _IMPLEMENTED_VARIANTS = ("use_dora",)
 
 
@@ -61,7 +64,7 @@ def _check_supported(config: LoraConfig) -> None:
     if requested:
         settings = ", ".join(f"{name}={getattr(config, name)!r}" for name in requested)
         raise ValueError(
-            f"the scratch LoRA layer implements plain LoRA and DoRA only, but the config sets {settings}; "
+            f"the scratch LoRA layer implements plain LoRA, rsLoRA and DoRA only, but the config sets {settings}; "
             "remove these options or use PEFT's implementation (impl='peft')"
         )
 
@@ -73,6 +76,11 @@ class DoraMagnitude(nn.Module):
     def __init__(self, norm: torch.Tensor) -> None:
         super().__init__()
         self.weight = nn.Parameter(norm)
+
+    def forward(self, norm: torch.Tensor) -> torch.Tensor:
+        """m / `norm`: DoRA's factor on each output, computed in this module's forward so that FSDP and ZeRO-3
+        gather m for it."""
+        return self.weight / norm
 
 
 class LoraLinear(nn.Module, LoraLayer):
@@ -95,7 +103,8 @@ class LoraLinear(nn.Module, LoraLayer):
         self.update_layer(adapter_name, r, lora_alpha=lora_alpha, config=config)
 
     def update_layer(self, adapter_name: str, r: int, lora_alpha: float, config: LoraConfig, **kwargs) -> None:
-        """Add adapter `adapter_name`: A Kaiming-uniform (a=sqrt(5)), B zero, scaling alpha / r.
+        """Add adapter `adapter_name`: A Kaiming-uniform (a=sqrt(5)), B zero, scaling alpha / r (alpha / sqrt(r)
+        with ``config.use_rslora``).
 
         With ``config.init_lora_weights=False`` both keep nn.Linear's default random init, as in PEFT. PEFT calls
         this directly, with ``target_name`` in kwargs, to add a second adapter to a layer.
@@ -104,7 +113,7 @@ class LoraLinear(nn.Module, LoraLayer):
         _check_supported(config)
         self.r[adapter_name] = r
         self.lora_alpha[adapter_name] = lora_alpha
-        self.scaling[adapter_name] = lora_alpha / r
+        self.scaling[adapter_name] = lora_alpha / (math.sqrt(r) if config.use_rslora else r)
         # Identity when off: the LoRA path then reads x itself, no copy.
         self.lora_dropout[adapter_name] = nn.Dropout(config.lora_dropout) if config.lora_dropout > 0 else nn.Identity()
         # nn.Linear serves only to hold the weight under PEFT's key (lora_A.<name>.weight). Its constructor draws
@@ -166,19 +175,20 @@ class LoraLinear(nn.Module, LoraLayer):
         lora_A, lora_B, dropout = self.lora_A[name], self.lora_B[name], self.lora_dropout[name]
         scaling = self.scaling[name]
         base_layer = self.get_base_layer()
-        # B A through the layers' own forward, not as B.weight @ A.weight: FSDP gathers sharded weights for a
-        # module's forward only.
-        eye = torch.eye(lora_A.weight.shape[1], device=lora_A.weight.device, dtype=lora_A.weight.dtype)
-        lora_weight = lora_B(lora_A(eye)).T
+        # B A through the layers' own forward, not as B.weight @ A.weight: FSDP and ZeRO-3 gather sharded weights
+        # for a module's forward only.
+        lora_weight = lora_B(lora_A(torch.eye(self.in_features, device=x.device, dtype=x.dtype))).T
         if isinstance(dropout, nn.Identity) or not self.training:
             base_result = result if base_layer.bias is None else result - base_layer.bias
         else:
             x = dropout(x)
             base_result = None
-        weight = dequantize_module_weight(base_layer).to(x.dtype)
+        # W0 is read outside its layer's forward: under ZeRO-3 it is gathered for the norm (a no-op otherwise).
+        with gather_params_ctx(base_layer.weight, modifier_rank=None):
+            weight = dequantize_module_weight(base_layer).to(x.dtype)
         # The paper's section 4.3: the norm is a constant in backward, so no gradient flows through it.
-        norm = self._row_norm(weight, scaling * lora_weight.to(x.dtype).detach()).detach()
-        factor = (self.lora_magnitude_vector[name].weight / norm).view(1, -1)
+        norm = self._row_norm(weight, scaling * lora_weight.detach()).detach()
+        factor = self.lora_magnitude_vector[name](norm).view(1, -1)
         if base_result is None:
             base_result = F.linear(x, weight)
         return (factor - 1) * base_result + factor * lora_B(lora_A(x)) * scaling
@@ -268,14 +278,14 @@ class LoraLinear(nn.Module, LoraLayer):
             # An adapter may skip this layer (e.g. layers_to_transform).
             if name not in self.lora_A:
                 continue
-            A = self.lora_A[name].weight
-            B = self.lora_B[name].weight
-            # PEFT may keep the adapter in fp32 under a bf16/fp16 base model; compute it in its own dtype.
+            # PEFT may keep the adapter in fp32 under a bf16/fp16 base model; compute it in its own dtype. The
+            # weights are used only inside lora_A's and lora_B's own forward: under FSDP and DeepSpeed ZeRO-3 a
+            # module's weights are gathered for its forward, and outside it are shards.
+            x_lora = x.to(self.lora_A[name].weight.dtype)
             if self.use_dora.get(name):
-                result = result + self._dora_forward(name, x.to(A.dtype), result)
+                result = result + self._dora_forward(name, x_lora, result)
                 continue
-            h = self.lora_dropout[name](x.to(A.dtype))
-            result = result + F.linear(F.linear(h, A), B) * self.scaling[name]
+            result = result + self.lora_B[name](self.lora_A[name](self.lora_dropout[name](x_lora))) * self.scaling[name]
         return result.to(result_dtype)
 
 
