@@ -79,6 +79,7 @@ SHOWN = {
     "bf16": ("training", False, "bf16 autocast (default: where the device computes bf16 natively)."),
     "fp16": ("training", False, "fp16 autocast."),
     "tf32": ("training", None, "TF32 matmuls (default: on Ampere and newer GPUs)."),
+    "activation_checkpointing": ("training", None, "Recompute activations in backward to save memory (slower)."),
     "resume_from_checkpoint": ("training", None, "A checkpoint-N folder, or latest, to continue from."),
     "push_to_hub": ("Hub", False, "Push the adapter and its model card to hub_model_id after training."),
     "hub_model_id": ("Hub", None, "Hub repo, user/name (default: <backbone>-<method>-<task_name>)."),
