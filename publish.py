@@ -2,9 +2,10 @@
 
     python publish.py --output_dir outputs/sst2 --hub_model_id user/roberta-base-lora-sst2
     python publish.py --output_dir outputs/sst2 --hub_private --base_model FacebookAI/roberta-base
-    python publish.py --output_dir outputs/sst2 --dry_run staged/    # build the exact upload folder, no network
+    python publish.py --output_dir outputs/sst2 --dry_run staged/    # write the upload into staged/, no network
 
-The token comes from HF_TOKEN or `hf auth login`; it is never written anywhere. --hub_model_id and --hub_private
+--output_dir (required) is the run; --dry_run FOLDER is a new or empty folder that receives exactly what the Hub
+repo would get. The token comes from HF_TOKEN or `hf auth login`; it is never written anywhere. --hub_model_id and --hub_private
 default to the run's recipe. --base_model and --dataset name the Hub ids of a backbone or dataset the run read
 from a local folder, for the card's metadata and for adapter_config.json.
 """
@@ -19,10 +20,11 @@ from lorakit.errors import ArgumentParser, UsageError, run_cli
 def main(argv: list[str]) -> int:
     parser = ArgumentParser(prog="publish.py", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", type=Path, required=True, help="the output folder of a finished train.py run")
+    parser.add_argument("--output_dir", type=Path, required=True, help="the output folder of a finished train.py run (required)")
     parser.add_argument("--hub_model_id", help="Hub repo to create or update, user/name (default: the recipe's)")
     parser.add_argument("--hub_private", action="store_true", help="make the repo private (default: the recipe's)")
-    parser.add_argument("--base_model", help="Hub id of the backbone, when the run read it from a local folder")
+    parser.add_argument("--base_model", help="Hub id of the backbone, when the run read it from a local folder "
+                                             "(without it the card names no base model)")
     parser.add_argument("--dataset", help="Hub id of the dataset, when the run read it from a local folder")
     parser.add_argument("--dry_run", type=Path, metavar="FOLDER",
                         help="write the folder that would be uploaded to FOLDER (new or empty) and upload nothing")

@@ -4,7 +4,7 @@
     python train.py --task sst2 --model_name_or_path ./my-model --dataset_name ../shared/data/glue
     python train.py --config my_recipe.yaml --learning_rate 3e-4 --dry_run
 
-Any recipe key can be overridden as --key value; README.md lists them.
+Any recipe key can be overridden as --key value; `python train.py --help` lists them.
 """
 
 import sys
@@ -12,6 +12,7 @@ import sys
 from lorakit.cpu import allocator
 from lorakit.errors import run_cli
 from lorakit.recipe import Resolved, parse_recipe
+from lorakit.recipe_help import help_text, wants_help
 
 
 def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
@@ -19,7 +20,7 @@ def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
     (transformers.TrainerCallback) go to the Trainer: the benchmark times steps with one."""
     from transformers import set_seed
 
-    from lorakit import data, evaluation, labels, modeling, training, warmstart
+    from lorakit import data, evaluation, hub, labels, modeling, plan, training, warmstart
     from lorakit.loss import weighted_loss
     from lorakit.trainer import KitTrainer, TrainClock
 
@@ -35,6 +36,7 @@ def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
     # 3. Data (validation carved from train with validation_split_percentage, the same rows on a resume), and
     # 4. the model with LoRA (its budget and targets checked on a weightless copy first), warm-started from
     # init_adapter if the recipe names one.
+    hub.check_reachable(recipe)  # a Hub id with no Hub: one line now, not a minute of retries
     with args.main_process_first(desc="loading data"):
         task_data = data.load_task_data(recipe, seed=args.seed,
                                         validation_rows=evaluation.saved_validation_rows(resume))
@@ -43,6 +45,7 @@ def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
     training.log_resolution(resolved, args, config, model, task_data, params, notes)
     resolved = labels.with_class_weights(resolved, task_data.class_weights)  # `balanced` saved as its numbers
     if recipe.dry_run:
+        plan.log_plan(recipe, args, config, task_data)  # steps, and the time a few timed steps predict
         return None
     training.speed_up(model, recipe, args)  # frozen linears in bf16; on CPU, lorakit.cpu's dropout and attention
 
@@ -72,7 +75,7 @@ def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
     train_output = trainer.train(resume_from_checkpoint=resume)
 
     # 8. Evaluate; then score the test split once, with the kept checkpoint (it never chose the checkpoint).
-    metrics = training.final_metrics(trainer, train_output, params, recipe, resume, len(tokenized.train))
+    metrics = training.final_metrics(trainer, train_output, params, recipe, resume, tokenized)
     metrics.update(evaluation.stopping_summary(trainer.state, args))
     tested = evaluation.test_step(trainer, tokenized, task_data, recipe)
     metrics.update(tested.metrics if tested else {})
@@ -83,6 +86,9 @@ def train(resolved: Resolved, callbacks: tuple = ()) -> dict | None:
 
 
 def main(argv: list[str]) -> int:
+    if wants_help(argv):  # before anything heavy: the help reads the recipe dataclass and a committed key list
+        print(help_text(argv))
+        return 0
     resolved = parse_recipe(argv)
     if resolved.sweeps:
         from lorakit.sweep import run_sweep

@@ -34,6 +34,8 @@ class TaskData:
     threshold: float | None = None  # multi-label decision threshold
     test: Dataset | None = None
     validation_rows: list[int] | None = None
+    eval_split_rows: int | None = None  # rows of the eval split before max_eval_samples (the card says "N of M")
+    test_split_rows: int | None = None  # rows of the test split before max_test_samples
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -215,8 +217,10 @@ def load_task_data(recipe: Recipe, *, seed: int = 42, validation_rows: list[int]
         train, evals, rows = carve_validation(train, recipe, seed, validation_rows)
     if recipe.max_train_samples:
         train = train.select(range(min(recipe.max_train_samples, len(train))))
+    eval_split_rows = len(evals)
     if recipe.max_eval_samples:
         evals = evals.select(range(min(recipe.max_eval_samples, len(evals))))
+    test_split_rows = len(test) if test is not None else None
     if test is not None and recipe.max_test_samples:
         test = test.select(range(min(recipe.max_test_samples, len(test))))
     for split_name, split in (("train", train), ("eval", evals), ("test", test)):
@@ -234,7 +238,7 @@ def load_task_data(recipe: Recipe, *, seed: int = 42, validation_rows: list[int]
     return TaskData(train=train, eval=labels.encode(evals, "eval", recipe, names, given), label_names=names,
                     problem_type=recipe.problem_type, class_weights=labels.class_weights(recipe, train, names),
                     pos_label=labels.pos_label_id(recipe, names), threshold=labels.decision_threshold(recipe),
-                    test=test, validation_rows=rows)
+                    test=test, validation_rows=rows, eval_split_rows=eval_split_rows, test_split_rows=test_split_rows)
 
 
 def tokenize(data: TaskData, tokenizer, recipe: Recipe) -> TaskData:

@@ -35,13 +35,17 @@ def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = No
     """Run an entry script's `main(argv)` with the libraries quieted (`quiet_libraries`); a UsageError becomes
     `error: <message>` on stderr and exit code 2, no traceback.
 
-    `--debug` anywhere in argv shows the traceback as well (and is removed before `main` sees it).
+    `--debug` anywhere in argv shows the traceback as well, and the libraries' own reports (the `lorakit` logger
+    at DEBUG); it is removed before `main` sees it.
     """
+    import logging
+
     quiet_libraries()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     if debug:
         argv.remove("--debug")
+        logging.getLogger("lorakit").setLevel(logging.DEBUG)
     try:
         return main(argv) or 0
     except UsageError as err:

@@ -71,6 +71,21 @@ def swap_in(new: Path, dest: Path) -> None:
     shutil.rmtree(new, ignore_errors=True)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def ordinary_modes(path: Path) -> None:
+    """Give `path` (and, for a folder, everything in it) the mode a plain open() or mkdir would: 0666 or 0777 less
+    the umask. tempfile makes its files 0600 and its folders 0700, and some writers (safetensors) write through
+    such files: renamed into place as they are, a teammate could not read a shared run."""
+    mask = _umask()
+    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
 @contextlib.contextmanager
 def staged_folder(dest: Path, last: str | None = None):
     """Yield a temporary folder beside `dest`; on success move its files into `dest` (`last` moved last,
@@ -79,6 +94,8 @@ def staged_folder(dest: Path, last: str | None = None):
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=dest))
     try:
         yield staging
+        for path in staging.iterdir():
+            ordinary_modes(path)
         names = sorted(p.name for p in staging.iterdir())
         if last in names:
             names.remove(last)
@@ -102,6 +119,7 @@ def write_json_atomic(path: Path, data) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2)
             fh.write("\n")
+        ordinary_modes(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -53,9 +53,8 @@ def resolve_precision(training: dict) -> tuple[dict, list[str]]:
         if cuda_has_tf32():
             out["tf32"] = True
         else:
-            if out.get("tf32"):
-                notes.append(f"tf32 requested but {'this GPU predates Ampere' if cuda else 'there is no GPU'}: "
-                             "matmuls stay in full fp32")
+            if out.get("tf32") and cuda:  # on CPU, precision_label says "tf32 n/a on CPU"
+                notes.append("tf32 requested but this GPU predates Ampere: matmuls stay in full fp32")
             out["tf32"] = None  # None leaves torch's matmul precision untouched
     if "bf16" not in out and not out.get("fp16"):
         if cuda:
@@ -67,9 +66,14 @@ def resolve_precision(training: dict) -> tuple[dict, list[str]]:
     return out, notes
 
 
-def precision_label(training: dict) -> str:
+def precision_label(training: dict, tf32_requested: bool = False) -> str:
+    """The run's precision in a few words, e.g. "bf16 autocast (fp32 master weights); tf32 n/a on CPU"."""
     if training.get("bf16"):
-        return "bf16 autocast (fp32 master weights)"
-    if training.get("fp16"):
-        return "fp16 autocast (fp32 master weights)"
-    return "fp32" + (" with tf32 matmuls" if training.get("tf32") else "")
+        label = "bf16 autocast (fp32 master weights)"
+    elif training.get("fp16"):
+        label = "fp16 autocast (fp32 master weights)"
+    else:
+        label = "fp32" + (" with tf32 matmuls" if training.get("tf32") else "")
+    if tf32_requested and not torch.cuda.is_available():
+        label += "; tf32 n/a on CPU"
+    return label

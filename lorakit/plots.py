@@ -10,6 +10,7 @@ from pathlib import Path
 # Figures are drawn on matplotlib.figure.Figure, not pyplot: no backend or global state is touched, so
 # importing this module (and plotting from a thread or a notebook) leaves the caller's matplotlib as it was.
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 
 @dataclass
@@ -35,6 +36,7 @@ def plot_curves(curves: list[Curve], metric: str, path: Path, *, title: str = ""
             if curve.points:
                 ax.plot(*zip(*curve.points), marker="o", markersize=3, label=curve.label, **curve.style)
         ax.set_title(panel, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps and epochs: no 12.4 between 12 and 13
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"eval {metric}")
         ax.grid(alpha=0.3)
@@ -83,6 +85,10 @@ def plot_metric_vs_params(labels: list[str], params: list[int], values: list[flo
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     if params and min(params) > 0:
         ax.set_xscale("log")
+    # Counts as people write them ("165k"), not 1.65x10^5; within one decade the minor ticks carry the labels.
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: count_label(x)))
+    if params and min(params) > 0 and max(params) < 10 * min(params):
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: count_label(x)))
     ax.margins(x=0.2, y=0.15)  # room for the labels of the outermost points
     ax.set_xlabel("trainable parameters")
     ax.set_ylabel(f"best eval {metric}")
@@ -90,6 +96,14 @@ def plot_metric_vs_params(labels: list[str], params: list[int], values: list[flo
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def count_label(x: float) -> str:
+    """A parameter count for an axis: 950, 165k, 1.2M."""
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= size:
+            return f"{x / size:.3g}{suffix}"
+    return f"{x:.0f}"
 
 
 def plot_paired_gaps(labels: list[str], gaps: list[list[float]], intervals: list[tuple[float, float] | None],

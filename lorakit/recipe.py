@@ -128,6 +128,8 @@ class Recipe:
     dry_run: bool = _key(False, help="Resolve everything, build the model, print the report, write nothing.")
     overwrite_output_dir: bool = _key(False, help="Allow writing into an output folder that holds another run.")
     hub_private: bool = _key(False, help="Create the Hub repo as private when pushing.")
+    license: str | None = _key(help="License of the trained model for its card, e.g. apache-2.0; default: the base "
+                                    "model's, where its config or README names one.")
 
     def __post_init__(self):
         if self.metrics is None:
@@ -143,15 +145,37 @@ class Recipe:
 
 
 RECIPE_KEYS = {f.name for f in dataclasses.fields(Recipe)}
+# Where `train.py --help` lists each kit key (TrainingArguments keys: lorakit.trainingargs.SHOWN).
+GROUPS = {
+    "data": ("task_name", "dataset_name", "dataset_config_name", "train_file", "validation_file", "train_split",
+             "eval_split", "validation_split_percentage", "test_split", "test_file", "text_column_names",
+             "label_column_name", "label_names", "problem_type", "metrics", "pos_label", "threshold",
+             "class_weights", "max_seq_length", "max_train_samples", "max_eval_samples", "max_test_samples"),
+    "model": ("model_name_or_path", "trust_remote_code", "attn_implementation", "load_in_4bit", "load_in_8bit"),
+    "LoRA": ("method", "lora_impl", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_layers",
+             "lora_modules_to_save", "head_learning_rate", "loraplus_lr_ratio", "use_dora", "use_rslora",
+             "init_lora_weights", "max_trainable_params", "init_adapter", "init_adapter_modules_to_save"),
+    "training": ("fast_dropout", "early_stopping_patience", "early_stopping_threshold", "dry_run",
+                 "overwrite_output_dir"),
+    "Hub": ("hub_private", "license"),
+}
 # TrainingArguments fields the kit owns or sets itself; the rest pass through unchanged.
 _NOT_PASSED_THROUGH = {"debug", "local_rank", "hub_token", "do_train", "do_eval", "do_predict"}
 
 
+def training_keys() -> set[str]:
+    """The TrainingArguments keys a recipe may set, without importing TrainingArguments (lorakit.trainingargs)."""
+    from .trainingargs import FIELDS
+
+    return set(FIELDS) - _NOT_PASSED_THROUGH - RECIPE_KEYS
+
+
 def training_argument_fields() -> dict[str, dataclasses.Field]:
+    """The dataclass fields of those keys, for their types; imports TrainingArguments (and torch)."""
     from transformers import TrainingArguments
 
-    return {f.name: f for f in dataclasses.fields(TrainingArguments)
-            if f.init and f.name not in _NOT_PASSED_THROUGH and f.name not in RECIPE_KEYS}
+    keys = training_keys()
+    return {f.name: f for f in dataclasses.fields(TrainingArguments) if f.name in keys}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -347,33 +371,30 @@ def parse_recipe(argv: list[str]) -> Resolved:
     data = load_yaml(path)
 
     recipe_types = typing.get_type_hints(Recipe)
-    ta_fields = training_argument_fields()
-    known = RECIPE_KEYS | set(ta_fields)
+    known = RECIPE_KEYS | training_keys()
     for origin, values in (("recipe " + str(path), data), ("command line", cli)):
         unknown = [k for k in values if k not in known]
         if unknown:
             key = unknown[0]
             flag = f"--{key}" if origin == "command line" else key
             raise UsageError(f"unknown key {flag!r} in the {origin}{closest(key, known)}; "
-                             "see README.md for the recipe keys")
+                             "see python train.py --help for the recipe keys")
 
-    def convert(values: dict) -> dict:
-        out = {}
-        for key, value in values.items():
-            tp = recipe_types[key] if key in RECIPE_KEYS else training_type(ta_fields[key])
-            out[key] = coerce(key, value, tp)
-        return out
-
-    merged = convert(data)
-    overrides = convert(cli)
-    merged.update(overrides)
-    kit = {k: v for k, v in merged.items() if k in RECIPE_KEYS}
-    training = {k: v for k, v in merged.items() if k not in RECIPE_KEYS}
+    # The kit's keys are converted and checked first: TrainingArguments' types need transformers (and torch),
+    # so a bad kit value fails before that import.
+    kit_file = {k: coerce(k, v, recipe_types[k]) for k, v in data.items() if k in RECIPE_KEYS}
+    kit_cli = {k: coerce(k, v, recipe_types[k]) for k, v in cli.items() if k in RECIPE_KEYS}
+    kit = {**kit_file, **kit_cli}
     if "task_name" not in kit and task is not None:
         kit["task_name"] = task
     recipe = Recipe(**kit)
     validate(recipe)
-    return Resolved(recipe=recipe, training=training, source=str(path), overrides=overrides, sweeps=sweeps_raw)
+    ta_fields = training_argument_fields() if (set(data) | set(cli)) - RECIPE_KEYS else {}
+    training_file = {k: coerce(k, v, training_type(ta_fields[k])) for k, v in data.items() if k not in RECIPE_KEYS}
+    training_cli = {k: coerce(k, v, training_type(ta_fields[k])) for k, v in cli.items() if k not in RECIPE_KEYS}
+    overrides = {k: {**kit_cli, **training_cli}[k] for k in cli}  # in command-line order
+    return Resolved(recipe=recipe, training={**training_file, **training_cli}, source=str(path),
+                    overrides=overrides, sweeps=sweeps_raw)
 
 
 def training_type(f: dataclasses.Field):
@@ -479,7 +500,7 @@ def validate(recipe: Recipe) -> None:
         problems.append("no data: set dataset_name (Hub id or local folder) or train_file")
     if recipe.method == "lora":
         try:
-            from .adapters import validate_lora_settings
+            from .lora_settings import validate_lora_settings
 
             validate_lora_settings(recipe.lora_r, recipe.lora_alpha, recipe.lora_dropout)
         except ValueError as err:

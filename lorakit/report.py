@@ -7,6 +7,7 @@ from pathlib import Path
 # Figures are drawn on matplotlib.figure.Figure, not pyplot: no backend or global state is touched, so
 # importing this module (and plotting from a thread or a notebook) leaves the caller's matplotlib as it was.
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def summarize(log_history: list[dict], final_eval: dict, train_output, params: dict, headline: str) -> dict:
@@ -35,6 +36,7 @@ def plot_learning_curve(log_history: list[dict], headline: str, path: Path, titl
         ax.plot(*zip(*train), label="train loss", color="tab:blue", alpha=0.8)
     if evals:
         ax.plot(*zip(*evals), "o-", label="eval loss", color="tab:orange")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     handles, labels = ax.get_legend_handles_labels()

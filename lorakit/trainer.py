@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_callback import ExportableState
+from transformers.trainer_callback import ExportableState, ProgressCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from . import modeling
@@ -79,6 +79,17 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
         return super().__iter__()
 
 
+class NumbersProgress(ProgressCallback):
+    """Trainer's progress bars, with each log entry written as `step N: loss 0.6931, learning_rate 0.0005, ...`
+    (numbers to 4 significant digits) instead of the printed dict of strings."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs:
+            shown = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()
+                     if k != "total_flos"]
+            self.training_bar.write(f"step {state.global_step}: {', '.join(shown)}")
+
+
 class KitTrainer(Trainer):
     """Trainer with the head (`head_modules`) at `head_learning_rate` and LoRA's B matrices at
     `loraplus_lr_ratio` times the learning rate, the epoch-seeded sampler, and the TrainClock fed at each save."""
@@ -86,6 +97,8 @@ class KitTrainer(Trainer):
     def __init__(self, *args, head_learning_rate: float | None = None, head_modules: list[str] | None = None,
                  loraplus_lr_ratio: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.pop_callback(ProgressCallback):  # the same bars, with log lines of numbers (NumbersProgress)
+            self.add_callback(NumbersProgress)
         self.head_learning_rate = head_learning_rate
         self.head_modules = list(head_modules or [])
         self.loraplus_lr_ratio = loraplus_lr_ratio

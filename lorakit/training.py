@@ -17,23 +17,14 @@ from . import hardware, labels, modeling, report
 from .cpu import allocator
 from .errors import UsageError
 from .fileio import check_output_dir, final_folder, holds_run, next_folder, staged_folder, swap_in, write_json_atomic
+from .hub import Run, build_card, hub_model_id
 from .recipe import Recipe, Resolved
-from .runfolder import CURVE_FILE, LOG_FILE, METRICS_FILE, RECIPE_FILE, write_labels
+from .runfolder import CARD_FILE, CURVE_FILE, LABELS_FILE, LOG_FILE, METRICS_FILE, RECIPE_FILE, write_labels
+from .trainingargs import KIT_DEFAULTS
 
 log = logging.getLogger("lorakit")
 
-# Kit defaults under the recipe: TrainingArguments values that suit every task unless a recipe says otherwise.
-TRAINING_DEFAULTS = {
-    "optim": "adamw_torch_fused",
-    "train_sampling_strategy": "group_by_length",
-    "report_to": "none",
-    "eval_strategy": "epoch",
-    "save_strategy": "epoch",
-    "logging_strategy": "steps",
-    "logging_steps": 10,
-    "save_total_limit": 2,
-    "dataloader_num_workers": 0,
-}
+TRAINING_DEFAULTS = KIT_DEFAULTS  # kit defaults under the recipe (lorakit.trainingargs, torch-free)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -53,7 +44,8 @@ def setup_logging(is_main: bool) -> None:
     """The `lorakit` logger prints `[lorakit] message` on stderr (INFO on the main process, WARNING on the others).
     Only that logger is touched: the caller's root handlers stay as they are."""
     logger = logging.getLogger("lorakit")
-    logger.setLevel(logging.INFO if is_main else logging.WARNING)
+    if logger.level != logging.DEBUG:  # --debug (lorakit.errors.run_cli) keeps its level
+        logger.setLevel(logging.INFO if is_main else logging.WARNING)
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("[lorakit] %(message)s"))
@@ -155,7 +147,8 @@ def log_resolution(resolved: Resolved, args, config, model, task_data, params: m
              f"; class weights {task_data.class_weights}" if task_data.class_weights else "")
     log.info("device: %s x %d process(es); precision: %s; batch %d per device, %d effective",
              hardware.device_name(), args.world_size,
-             hardware.precision_label({"bf16": args.bf16, "fp16": args.fp16, "tf32": args.tf32}),
+             hardware.precision_label({"bf16": args.bf16, "fp16": args.fp16, "tf32": args.tf32},
+                                      tf32_requested=bool(resolved.training.get("tf32"))),
              args.per_device_train_batch_size,
              args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps)
     log.info("C allocator: %s", allocator.describe())
@@ -205,17 +198,42 @@ def prepare_for_trainer(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def final_metrics(trainer, train_output, params: modeling.ParamReport, recipe: Recipe, resume: str | None,
-                  train_rows: int) -> dict:
-    """metrics.json's content: the final evaluation, the best one, the parameter counts and the training time and
-    loss, for the whole run when it was resumed (TrainClock)."""
-    final_eval = trainer.evaluate()
+                  task_data) -> dict:
+    """metrics.json's content: the final evaluation, the best one, the parameter counts, the rows scored and the
+    training time and loss, for the whole run when it was resumed (TrainClock)."""
+    final_eval = logged_final_evaluation(trainer)
+    if final_eval is None:
+        final_eval = trainer.evaluate()
+    else:
+        log.info("final evaluation: the one logged at step %d (same weights, same rows)", final_eval["step"])
     metrics = report.summarize(trainer.state.log_history, final_eval, train_output, params.as_dict(),
                                recipe.headline_metric)
+    metrics["scored_rows"] = len(task_data.eval)
+    metrics["scored_split_rows"] = task_data.eval_split_rows or len(task_data.eval)
+    if task_data.test is not None:
+        metrics["test_split_rows"] = task_data.test_split_rows
     clock = trainer.train_clock()
     if resume and clock:
         metrics.update(clock.whole_run(train_output.metrics, trainer.state.max_steps,
-                                       _schedule_samples(trainer.args, train_rows)))
+                                       _schedule_samples(trainer.args, len(task_data.train))))
     return metrics
+
+
+def logged_final_evaluation(trainer) -> dict | None:
+    """The evaluation already in the log of the weights training ended with, or None: the last one when it is of
+    the last step, or with load_best_model_at_end the best checkpoint's. Evaluating again would score the same
+    rows with the same weights."""
+    state = trainer.state
+    evals = [e for e in state.log_history if "eval_loss" in e]
+    if not evals:
+        return None
+    if trainer.args.load_best_model_at_end and state.best_model_checkpoint:
+        best = re.search(r"checkpoint-(\d+)$", state.best_model_checkpoint)
+        step = int(best.group(1)) if best else None
+    else:
+        step = state.global_step
+    found = [e for e in evals if e.get("step") == step]
+    return found[-1] if found else None
 
 
 def _schedule_samples(args, train_rows: int) -> float:
@@ -263,11 +281,14 @@ def save_run(trainer, tokenizer, resolved: Resolved, label_names: list[str], met
     history = trainer.state.log_history
     with staged_folder(output_dir, last=METRICS_FILE) as stage:
         trainer.accelerator.unwrap_model(trainer.model).save_pretrained(stage, state_dict=state_dict)
+        (stage / CARD_FILE).unlink(missing_ok=True)  # PEFT's empty template; the kit's card is written below
         if initial_lora is not None:
             modeling.convert_to_plain_lora(stage, initial_lora)
         tokenizer.save_pretrained(stage)
         write_labels(stage, labels.label_info(recipe, label_names))
-        (stage / RECIPE_FILE).write_text(yaml.safe_dump(resolved.as_dict(), sort_keys=False))
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        values = resolved_values(resolved, model.config)
+        (stage / RECIPE_FILE).write_text(yaml.safe_dump(values, sort_keys=False))
         write_json_atomic(stage / LOG_FILE, history)
         report.plot_learning_curve(history, recipe.headline_metric, stage / CURVE_FILE,
                                    title=f"{recipe.task_name or 'run'}: {recipe.method} on "
@@ -277,3 +298,17 @@ def save_run(trainer, tokenizer, resolved: Resolved, label_names: list[str], met
 
             write_files(stage, tested)
         write_json_atomic(stage / METRICS_FILE, metrics)
+        run = Run(folder=stage, recipe=values, metrics=metrics, labels=json.loads((stage / LABELS_FILE).read_text()),
+                  is_adapter=recipe.method == "lora")
+        build_card(run, values["hub_model_id"]).save(stage / CARD_FILE)
+
+
+def resolved_values(resolved: Resolved, config) -> dict:
+    """recipe.yaml: every key of the run as it was used, defaults filled in from the model's architecture (LoRA
+    targets, modules trained in full) and the Hub repo name, so that `--config recipe.yaml` trains the same run."""
+    values = resolved.as_dict()
+    if resolved.recipe.method == "lora":
+        values["lora_target_modules"] = modeling.target_modules(resolved.recipe, config)
+        values["lora_modules_to_save"] = modeling.modules_to_save(resolved.recipe, config)
+    values["hub_model_id"] = hub_model_id(resolved)
+    return values

@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -43,14 +45,39 @@ def test_hub_commands_fail_offline_with_one_clear_error(line):
     assert len(errors) == 1 and ("not found" in errors[0] or "could not" in errors[0]), proc.stderr[-2000:]
 
 
+def _git_status() -> str:
+    return subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout
+
+
+def _copy_of_the_repo(tmp_path) -> Path:
+    """The working tree's files (tracked and new, not ignored) in tmp_path/repo, with ../shared beside it as the
+    real repo has it, so that README's commands run as written and write only there."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    copy = tmp_path / "repo"
+    for name in files:
+        if (REPO / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, copy / name)
+    (tmp_path / "shared").symlink_to((REPO.parent / "shared").resolve())
+    return copy
+
+
 def test_offline_commands_run(tmp_path):
-    """The offline block runs as written, in order (it trains a MiniLM adapter and predicts with it)."""
+    """The offline block runs as written, in order (it trains a MiniLM adapter and predicts with it), in a copy of
+    the repo: the working tree is left as it was."""
     lines = [line for line in _bash_lines() if not line.endswith(HUB_MARK) and "pip install" not in line]
     assert any(line.startswith("python train.py") for line in lines)
+    assert "export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1" in lines  # the quickstart says how to stay offline
+    status = _git_status()
+    copy = _copy_of_the_repo(tmp_path)
     script = "set -euo pipefail\n" + "\n".join(lines)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run(["bash", "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    proc = subprocess.run(["bash", "-c", script], cwd=copy, env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     predictions = [line for line in proc.stdout.splitlines() if "\t" in line]  # infer.py: label<TAB>score<TAB>text
     assert len(predictions) == 2
     assert predictions[0].split("\t")[0] in {"World", "Sports", "Business", "Sci/Tech"}
+    assert (copy / "outputs" / "agnews-minilm" / "metrics.json").is_file()
+    assert _git_status() == status  # nothing written into the working tree

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import warnings
 
 import torch
@@ -42,35 +41,13 @@ from peft.tuners.tuners_utils import check_adapters_to_merge
 from peft.utils.integrations import dequantize_module_weight, gather_params_ctx
 from torch import nn
 
+from ..lora_settings import validate_lora_settings
+
 # LoraConfig options that change what a LoRA linear layer computes; LoraLinear implements none of them.
 # LoRA variants (aLoRA, ...) are found through PEFT's own `is_lora_variant` field metadata; DoRA is the one
 # variant implemented here.
 _UNSUPPORTED_OPTIONS = ("lora_bias", "fan_in_fan_out", "use_qalora", "ensure_weight_tying")
 _IMPLEMENTED_VARIANTS = ("use_dora",)
-
-
-def validate_lora_settings(r, alpha, dropout) -> None:
-    """Return None if r is a positive integer, alpha a positive number and dropout in [0, 1).
-
-    Otherwise raise one ValueError that names every bad value and how to fix it (as the CLI flag).
-    """
-    problems = []
-    if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r <= 0:
-        problems.append(
-            f"lora_r should be a positive integer but the value passed is {r!r}; set --lora_r to 1 or more"
-        )
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha < math.inf:
-        problems.append(
-            f"lora_alpha should be a positive number but the value passed is {alpha!r}; "
-            "set --lora_alpha above 0 (commonly 2 * lora_r)"
-        )
-    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
-        problems.append(
-            f"lora_dropout should be in [0, 1) but the value passed is {dropout!r}; "
-            "set --lora_dropout to 0 (off) or a small probability such as 0.1"
-        )
-    if problems:
-        raise ValueError(". ".join(problems))
 
 
 def _check_supported(config: LoraConfig) -> None:

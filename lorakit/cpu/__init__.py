@@ -8,7 +8,10 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # `allocator` is imported by train.py before torch may load (and `--help` never loads it)
+    import torch
 
 
 def speed_up(model: torch.nn.Module) -> list[str]:
