@@ -37,14 +37,6 @@ class TaskData:
     eval_split_rows: int | None = None  # rows of the eval split before max_eval_samples (the card says "N of M")
     test_split_rows: int | None = None  # rows of the test split before max_test_samples
 
-    @property
-    def id2label(self) -> dict[int, str]:
-        return dict(enumerate(self.label_names))
-
-    @property
-    def label2id(self) -> dict[str, int]:
-        return {name: i for i, name in enumerate(self.label_names)}
-
 
 def _check_text_file(path: str, split: str, header_lines: int) -> None:
     """Fail on the first undecodable line, or on a file without data rows, before `datasets` fails less helpfully."""

@@ -5,7 +5,7 @@ scales, matmuls in bf16 where the device has it. `--load_in_8bit` is LLM.int8().
 the pinned bitsandbytes 0.50, on x86 CPUs. The classification head and any pooler are never quantised: PEFT
 trains them as full-precision copies (modules_to_save), which a bitsandbytes layer cannot be.
 
-Merging is done by dequantising (`load_dequantized`): the backbone is loaded quantised exactly as in training,
+Merging is done by dequantising (lorakit.inference): the backbone is loaded quantised exactly as in training,
 then its weights are expanded back to fp32, and LoRA is folded into those. The adapter was fitted to the
 rounded weights: folding it into the original unrounded ones would predict differently from what was
 evaluated, and merging into the quantised layers themselves (PEFT re-quantises the sum) would lose every part
@@ -129,14 +129,3 @@ def prepare_quantized(model: torch.nn.Module) -> torch.nn.Module:
             # adapter.
             module.support_avx512bf16_for_cpu = False
     return model
-
-
-def load_dequantized(model_name_or_path: str, config: PretrainedConfig, bits: int) -> torch.nn.Module:
-    """The classifier backbone with the weights a `bits`-bit run trained against, as plain fp32 nn.Linear layers:
-    loaded quantised with the kit's settings, then dequantised. Merge a QLoRA adapter into this model."""
-    from transformers import AutoModelForSequenceClassification
-
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_name_or_path, config=config, dtype=torch.float32, use_safetensors=True,
-        **quantized_load_kwargs(bits, config))
-    return model.dequantize(dtype=torch.float32)

@@ -4,6 +4,12 @@ A recipe holds two kinds of keys: the kit's own (`Recipe` below: data, model, Lo
 `transformers.TrainingArguments`, passed through unchanged. `--task NAME` picks `configs/NAME.yaml`,
 `--config PATH` takes a user's file, and `--key value` overrides any key. Values from the YAML file and
 from the command line go through the same type conversion, so both fail the same way on a bad value.
+
+Why not TrlParser or HfArgumentParser (alignment-handbook's two lines): both build their parser from the
+TrainingArguments dataclass, and importing it loads torch (5-8 s on a 2-core CPU), so `--help` and every recipe
+error would come after that wait; `validate` below imports neither torch nor peft, and the known TrainingArguments
+keys come from a committed list (lorakit/trainingargs.py, checked against the pinned transformers by a test). They
+also take lists as space-separated values, where recipes and sweeps write `query,value` / `query+value`.
 """
 
 from __future__ import annotations

@@ -142,14 +142,14 @@ def test_qlora_reloads_to_the_same_predictions(qlora_run, tiny_roberta):
 
 def test_qlora_merges_into_the_dequantised_weights(qlora_run, tiny_roberta):
     bits, out, _ = qlora_run
-    if bits != 4:
-        pytest.skip("8-bit rounding is too fine on this tiny model to tell the two merges apart")
-    config = modeling.load_config(_recipe(tiny_roberta, 4), LABELS)
+    config = modeling.load_config(_recipe(tiny_roberta, bits), LABELS)
     x = torch.randint(5, config.vocab_size, (8, 24), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        trained = _quantised_with_adapter(tiny_roberta, 4, out)(input_ids=x).logits
-        base = quantization.load_dequantized(str(tiny_roberta), config, 4)
-        assert not any(isinstance(m, QUANTISED[4]) for m in base.modules())
+        trained = _quantised_with_adapter(tiny_roberta, bits, out)(input_ids=x).logits
+        base = AutoModelForSequenceClassification.from_pretrained(
+            str(tiny_roberta), config=config, dtype=torch.float32, use_safetensors=True,
+            **quantization.quantized_load_kwargs(bits, config)).dequantize(dtype=torch.float32)
+        assert not any(isinstance(m, QUANTISED[bits]) for m in base.modules())
         merged = PeftModel.from_pretrained(base, str(out)).merge_and_unload().eval()(input_ids=x).logits
         plain_base = AutoModelForSequenceClassification.from_pretrained(str(tiny_roberta), config=config)
         into_original = PeftModel.from_pretrained(plain_base, str(out)).merge_and_unload().eval()(input_ids=x).logits
@@ -157,13 +157,18 @@ def test_qlora_merges_into_the_dequantised_weights(qlora_run, tiny_roberta):
     # the 4-bit layers aside); merged into the original weights, it does not.
     dequantised_gap = (merged - trained).abs().max().item()
     original_gap = (into_original - trained).abs().max().item()
-    assert dequantised_gap < original_gap / 4, (dequantised_gap, original_gap)
-    # infer.py and the merged export take the same road: the recipe beside the adapter says it was 4-bit.
+    # Merged into the dequantised weights, the adapter gives the trained logits to float rounding (2-3e-6 seen at
+    # both widths). Into the original weights it is 26x further off at 4 bits; 8-bit rounding is finer than that
+    # on this tiny model (3e-6 either way), so only 4 bits can tell the two merges apart.
+    assert dequantised_gap < 2e-5, dequantised_gap
+    if bits == 4:
+        assert dequantised_gap < original_gap / 4, (dequantised_gap, original_gap)
+    # infer.py and the merged export take the same road: the recipe beside the adapter says how many bits.
     classifier = Classifier.load(str(out), precision="fp32")
-    assert not any(isinstance(m, QUANTISED[4]) for m in classifier.model.modules())
+    assert not any(isinstance(m, QUANTISED[bits]) for m in classifier.model.modules())
     with torch.no_grad():
         served = classifier.model(input_ids=x).logits
-    assert (served - merged).abs().max().item() < original_gap / 4
+    assert (served - merged).abs().max().item() < 2e-5
 
 
 def test_merged_export_of_a_qlora_adapter_is_a_plain_fp32_model(qlora_run, tmp_path):
