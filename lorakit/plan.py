@@ -40,6 +40,7 @@ def time_step(recipe: Recipe, args, config, task_data) -> float | None:
         return None
     torch.manual_seed(args.seed)
     model = modeling.apply_method(recipe, modeling.AutoModelForSequenceClassification.from_config(config), config)
+    modeling.use_pad_token(model, tokenizer)  # as training does: decoders find each row's last token by it
     half = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
     prepare_step(model, recipe, half, "cpu" if args.use_cpu or not torch.cuda.is_available() else "cuda")
     device = torch.device("cpu" if args.use_cpu or not torch.cuda.is_available() else "cuda")

@@ -116,9 +116,9 @@ def agnews_run(tiny_roberta, tmp_path_factory):
 
 def test_checkpoint_choice_never_reads_test(agnews_run):
     out, metrics, recorder = agnews_run
-    # Every evaluation during training (and the final one) read the 100 carved validation rows; the test split
-    # was read once, by the test step, after the best checkpoint was loaded.
-    assert recorder.evaluated == [100, 100, 100, 100] and recorder.predicted == 1
+    # Every evaluation during training read the 100 carved validation rows (the final figures are the best
+    # checkpoint's, already evaluated); the test split was read once, by the test step, after that checkpoint loaded.
+    assert recorder.evaluated == [100, 100, 100] and recorder.predicted == 1
     assert metrics["best_model_checkpoint"] in {"checkpoint-1", "checkpoint-2", "checkpoint-3"}
     saved = json.loads((out / VALIDATION_ROWS_FILE).read_text())
     assert saved["rows"] == data_lib.load_task_data(agnews().recipe, seed=42).validation_rows
@@ -135,14 +135,19 @@ def test_a_resumed_run_keeps_the_saved_validation_rows(agnews_run, tiny_roberta,
     out, _, _ = agnews_run
     copy = tmp_path / "run"
     shutil.copytree(out, copy)
+    # Resume from the earliest checkpoint, so that the resumed run trains and evaluates again.
+    checkpoints = sorted(copy.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    for later in checkpoints[1:]:
+        shutil.rmtree(later)
     rows = json.loads((copy / VALIDATION_ROWS_FILE).read_text())["rows"]
     # Another seed would carve other rows; the resumed run reads the saved ones instead.
     assert data_lib.load_task_data(agnews().recipe, seed=7).validation_rows != rows
     recorder = Recorder()
     train(agnews("--model_name_or_path", str(tiny_roberta), *AG_TINY, "--max_train_samples", "48",
                         "--max_test_samples", "8", "--seed", "7", "--resume_from_checkpoint", "latest",
-                        "--output_dir", str(copy)), callbacks=(recorder,))
-    assert json.loads((copy / VALIDATION_ROWS_FILE).read_text())["rows"] == rows and recorder.evaluated == [100]
+                        "--eval_steps", "1", "--save_steps", "1", "--output_dir", str(copy)), callbacks=(recorder,))
+    assert json.loads((copy / VALIDATION_ROWS_FILE).read_text())["rows"] == rows
+    assert recorder.evaluated and set(recorder.evaluated) == {100}
 
 
 def test_eval_only_matches_what_training_reported_on_the_same_rows(agnews_run, tmp_path):
@@ -296,7 +301,8 @@ def test_the_model_card_reports_the_test_split(agnews_run):
 
     out, metrics, _ = agnews_run
     card = str(build_card(read_run(out), "user/agnews"))
-    assert "On the test split:" in card and f"| {metrics['test_accuracy']:.4f} |" in card
+    assert f"On {TEST_ROWS} of 7,600 rows of the test split:" in card
+    assert f"| {metrics['test_accuracy']:.4f} |" in card
     assert "split: test" in card
 
 
