@@ -14,7 +14,7 @@ shapes, and with one static graph per length; the frozen embeddings stored in bf
 then stays bf16 between layers, so the layers' inputs need no cast); and, with the attention probabilities'
 dropout set to 0, SDPA's own kernel choice (its CPU flash kernel) against the kit's (SDPA's math kernel on rows
 up to `lorakit.cpu.attention.MATH_KERNEL_MAX_TOKENS`); and FastDropout's masks applied as a multiply by the bool
-mask (session 7's arithmetic) instead of an AND of the elements' bits; and every dropout compiled by inductor
+mask (an earlier FastDropout's arithmetic) instead of an AND of the elements' bits; and every dropout compiled by inductor
 into one fused loop forward and one backward (draw, compare, scale) instead of FastDropout's kernels; and DoRA
 (`use_dora`, PEFT's layer) in place of plain LoRA, which is what that recipe key costs a step. Every
 copy's first pass over the lengths (kernels built, graphs compiled) is timed apart; then prints each copy's median
@@ -62,7 +62,7 @@ OPTIONS = {
 
 
 class _BoolMultiply(torch.autograd.Function):
-    """FastDropout's apply as it was in session 7: x * mask * scale with the bool mask (kept for backward)."""
+    """FastDropout's apply in its earlier form: x * mask * scale with the bool mask (kept for backward)."""
 
     @staticmethod
     def forward(ctx, x, mask, scale):

@@ -129,7 +129,22 @@ def test_headline_is_what_the_committed_summaries_give(tmp_path):
     assert (tmp_path / "headline.png").exists()
     assert committed in (REPO / "README.md").read_text()
     rows = committed.splitlines()[2:]
-    assert [r.split(" | ")[0].lstrip("| ") for r in rows] == ["SST-2", "CoLA", "MRPC", "RTE", "AG News"]
+    assert [r.split(" | ")[0].lstrip("| ") for r in rows] == [
+        "SST-2", "CoLA (feed-forward scope chosen here)", "MRPC (feed-forward scope chosen here)", "RTE", "AG News"]
+    # Every interval reaches below -1: within 1 point is claimed nowhere; q,v's CoLA and MRPC lie wholly below.
+    assert [r.rsplit(" | ", 1)[1].rstrip(" |") for r in rows] == [
+        "q,v r=8: not shown; q,v,o + feed-forward r=2: not shown",
+        "q,v r=8: no; q,v,o + feed-forward r=2: not shown",
+        "q,v r=8: no; q,v,o + feed-forward r=2: not shown",
+        "q,v r=8: not shown; q,v,o + feed-forward r=2: not shown",
+        "q,v r=8: not shown; q,v,o + feed-forward r=2: not shown"]
+
+
+def test_headline_verdict_reads_the_interval_not_the_mean():
+    assert headline.verdict("-1.0 to +0.5") == "yes"
+    assert headline.verdict("-1.4 to +3.5") == "not shown"  # mean +1.07, but the interval crosses -1
+    assert headline.verdict("-4.4 to -1.8") == "no"
+    assert headline.verdict("nan") == "not shown"
 
 
 def test_headline_names_the_summary_that_lacks_a_row(tmp_path, monkeypatch):
