@@ -283,6 +283,30 @@ def test_warm_start_on_the_same_labels_takes_the_head_too(agnews_run, tiny_rober
                            source[f"base_model.model.classifier.{part}"])
 
 
+def test_warm_start_takes_the_body_modules_to_save_only_when_asked(tiny_models, tmp_path):
+    # BERT trains its pooler beside the head (a module of the body): a source adapter whose pooler moved gives it
+    # to the warm-started run with init_adapter_modules_to_save, and leaves the base's pooler in place without.
+    from lorakit.runfolder import LabelInfo, write_labels
+
+    bert = tiny_models["bert"]
+    source = modeling.prepare(_sst2(bert).recipe, ["negative", "positive"])[1]
+    with torch.no_grad():
+        for name, param in source.named_parameters():
+            if ".lora_" in name or ".pooler.modules_to_save." in name:
+                param.add_(0.5)
+    source.save_pretrained(tmp_path / "source")
+    write_labels(tmp_path / "source", LabelInfo(label_names=["a", "b", "c"], text_columns=["sentence"]))
+    pooler = "base_model.model.bert.pooler.modules_to_save.default.dense.weight"
+    moved = dict(source.named_parameters())[pooler].detach()
+    taken = dict(prepare(_sst2(bert, "--init_adapter", str(tmp_path / "source"),
+                               "--init_adapter_modules_to_save", "true")).named_parameters())
+    left = dict(prepare(_sst2(bert, "--init_adapter", str(tmp_path / "source"))).named_parameters())
+    assert torch.equal(taken[pooler].detach(), moved)
+    assert not torch.equal(left[pooler].detach(), moved)
+    lora_b = next(n for n in taken if ".lora_B." in n)
+    assert torch.equal(taken[lora_b].detach(), left[lora_b].detach()) and taken[lora_b].abs().min() > 0
+
+
 def test_warm_start_from_another_base_or_other_targets_is_refused(agnews_run, tiny_roberta, tmp_path):
     out, _, _ = agnews_run
     other = make_tiny_model("roberta", tmp_path / "other-roberta", seed=1)
