@@ -20,13 +20,13 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Sequence
 
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from .errors import UsageError
-from .predictions import Prediction, from_logits
+from .predictions import Predicting, Prediction, from_logits
 from .runfolder import (ADAPTER_FILES, LABELS_FILE, METRICS_FILE, MODEL_FILES, RECIPE_FILE, SINGLE_LABEL,
                         TOKENIZER_FILE, LabelInfo, config_labels, read_json, read_labels, write_labels)
 from .textio import Row, check_rows
@@ -345,7 +345,7 @@ def resolve_dtype(precision: str) -> torch.dtype:
 # ---------------------------------------------------------------------------------------------------------------
 # Predicting
 
-class Classifier:
+class Classifier(Predicting):
     """A text classifier ready to predict: load once with `Classifier.load`, then `predict` or `predict_stream`."""
 
     def __init__(self, model: torch.nn.Module, tokenizer, label_names: list[str], *, text_columns: list[str],
@@ -451,29 +451,6 @@ class Classifier:
         logits, cut = self._logits(rows)
         self.truncated += sum(cut)
         return from_logits(rows, logits.numpy(), self.label_info, cut)
-
-    def predict(self, texts: str | Sequence[str], pairs: Sequence[str] | None = None) -> list[Prediction]:
-        """Predictions for one text or many (and their second sentences for a pair adapter), in input order."""
-        if isinstance(texts, str):
-            texts = [texts]
-        if pairs is not None and len(pairs) != len(texts):
-            raise UsageError(f"{len(texts)} texts but {len(pairs)} second sentences; pass one --pair per text")
-        return self.predict_rows([Row(t, pairs[i] if pairs is not None else None) for i, t in enumerate(texts)])
-
-    def predict_stream(self, rows: Iterable[Row], chunk_size: int = 4096, progress=None) -> Iterator[Prediction]:
-        """Predictions for an iterable of rows of any length, in input order, holding `chunk_size` rows at a
-        time (memory stays bounded); `progress` (a tqdm bar) advances per chunk."""
-        chunk: list[Row] = []
-        for row in rows:
-            chunk.append(row)
-            if len(chunk) == chunk_size:
-                yield from self.predict_rows(chunk)
-                if progress is not None:
-                    progress.update(len(chunk))
-                chunk = []
-        yield from self.predict_rows(chunk)
-        if progress is not None:
-            progress.update(len(chunk))
 
 
 def check_export_dir(dest: Path, overwrite: bool) -> None:

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import onnxruntime
 from tokenizers import Tokenizer
 
 from .errors import UsageError
-from .predictions import Prediction, from_logits
+from .predictions import Predicting, Prediction, from_logits
 from .runfolder import ONNX_FILE, ONNX_FILES, TOKENIZER_JSON, LabelInfo, is_onnx_export, read_labels
 from .textio import Row, check_rows
 
@@ -56,7 +56,7 @@ def read_export(path: Path) -> OnnxFolder:
     return OnnxFolder(path, read_labels(path))
 
 
-class OnnxClassifier:
+class OnnxClassifier(Predicting):
     """A classifier ready to predict from an ONNX export: `OnnxClassifier.load(folder)`, then `predict`."""
 
     def __init__(self, session: onnxruntime.InferenceSession, tokenizer: Tokenizer, labels: LabelInfo, *,
@@ -166,26 +166,3 @@ class OnnxClassifier:
         logits, cut = self._logits(rows)
         self.truncated += sum(cut)
         return from_logits(rows, logits, self.label_info, cut)
-
-    def predict(self, texts: str | Sequence[str], pairs: Sequence[str] | None = None) -> list[Prediction]:
-        """Predictions for one text or many (and their second sentences for a pair classifier), in input order."""
-        if isinstance(texts, str):
-            texts = [texts]
-        if pairs is not None and len(pairs) != len(texts):
-            raise UsageError(f"{len(texts)} texts but {len(pairs)} second sentences; pass one --pair per text")
-        return self.predict_rows([Row(t, pairs[i] if pairs is not None else None) for i, t in enumerate(texts)])
-
-    def predict_stream(self, rows: Iterable[Row], chunk_size: int = 4096, progress=None) -> Iterator[Prediction]:
-        """Predictions for an iterable of rows of any length, in input order, holding `chunk_size` rows at a
-        time; `progress` (a tqdm bar) advances per chunk."""
-        chunk: list[Row] = []
-        for row in rows:
-            chunk.append(row)
-            if len(chunk) == chunk_size:
-                yield from self.predict_rows(chunk)
-                if progress is not None:
-                    progress.update(len(chunk))
-                chunk = []
-        yield from self.predict_rows(chunk)
-        if progress is not None:
-            progress.update(len(chunk))

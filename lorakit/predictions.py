@@ -8,11 +8,13 @@ probability (multi-label, sigmoid), or a score (regression).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .errors import UsageError
 from .runfolder import MULTI_LABEL, REGRESSION, SINGLE_LABEL, LabelInfo
+from .textio import Row
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -115,3 +117,34 @@ def format_line(prediction: Prediction, top_k: int | None) -> str:
     else:
         shown = [(prediction.label, prediction.score)]
     return "\t".join([*(f"{label}\t{score:.4f}" for label, score in shown), text])
+
+
+class Predicting:
+    """`predict` and `predict_stream` for a classifier that has `predict_rows(rows) -> list[Prediction]` (the torch
+    path's Classifier and the ONNX path's OnnxClassifier)."""
+
+    def predict_rows(self, rows: Sequence[Row]) -> list[Prediction]:
+        raise NotImplementedError
+
+    def predict(self, texts: str | Sequence[str], pairs: Sequence[str] | None = None) -> list[Prediction]:
+        """Predictions for one text or many (and their second sentences for a pair classifier), in input order."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if pairs is not None and len(pairs) != len(texts):
+            raise UsageError(f"{len(texts)} texts but {len(pairs)} second sentences; pass one --pair per text")
+        return self.predict_rows([Row(t, pairs[i] if pairs is not None else None) for i, t in enumerate(texts)])
+
+    def predict_stream(self, rows: Iterable[Row], chunk_size: int = 4096, progress=None) -> Iterator[Prediction]:
+        """Predictions for an iterable of rows of any length, in input order, holding `chunk_size` rows at a
+        time (memory stays bounded); `progress` (a tqdm bar) advances per chunk."""
+        chunk: list[Row] = []
+        for row in rows:
+            chunk.append(row)
+            if len(chunk) == chunk_size:
+                yield from self.predict_rows(chunk)
+                if progress is not None:
+                    progress.update(len(chunk))
+                chunk = []
+        yield from self.predict_rows(chunk)
+        if progress is not None:
+            progress.update(len(chunk))
