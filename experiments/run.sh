@@ -177,7 +177,7 @@ long_seeds() {
     python experiments/seed_spread.py "$RUNS/long_seeds_$task" experiments/long_seeds_$task/spread.md \
       --plot experiments/long_seeds_$task/paired_gaps.png
   done
-  # The single `long` runs (session 5) had MRPC at -0.2: LoRA on MRPC with torch's dropout masks, as then. Seed 42
+  # The single `long` runs had MRPC at -0.2: LoRA on MRPC with torch's dropout masks, as those runs had. Seed 42
   # alone first (it reproduces long_mrpc's 0.7990), then 43 and 44: do the kit's FastDropout masks cost LoRA
   # accuracy?
   local torch_dropout=(--task mrpc --dataset_name $GLUE "${COMMON[@]}" --learning_rate 1e-3 --num_train_epochs 6)
@@ -306,7 +306,7 @@ rte() {
   python experiments/seed_spread.py "$RUNS/rte_seeds" experiments/rte_loraplus4/spread.md "$RUNS/rte_loraplus4"
   # DoRA (Liu et al. 2024): query and value at r=8 as in rte_seeds, each adapted weight split into a trained
   # magnitude per output and a direction LoRA updates (4,608 more weights: 226,946, 0.996%). 5e-4 x 20, paired
-  # with rte_seeds' full runs (seeds 42-47 in session 13, 48-49 in session 14).
+  # with rte_seeds' full runs (seeds 42-49).
   python train.py --task rte --dataset_name $GLUE "${COMMON[@]}" --num_train_epochs 20 --learning_rate 5e-4 \
     --sweep seed=42,43,44,45,46,47,48,49 --sweep use_dora=true --output_dir "$RUNS/rte_dora"
   collect rte_dora

@@ -59,11 +59,11 @@ def read_export(path: Path) -> OnnxFolder:
 class OnnxClassifier(Predicting):
     """A classifier ready to predict from an ONNX export: `OnnxClassifier.load(folder)`, then `predict`."""
 
-    def __init__(self, session: onnxruntime.InferenceSession, tokenizer: Tokenizer, labels: LabelInfo, *,
+    def __init__(self, runtime: onnxruntime.InferenceSession, tokenizer: Tokenizer, labels: LabelInfo, *,
                  batch_size: int = 64, source: str = ""):
         if batch_size < 1:
             raise UsageError(f"batch_size should be a positive integer but the value passed is {batch_size}")
-        self.session = session
+        self.runtime = runtime
         self.label_names = labels.label_names
         self.text_columns = labels.text_columns
         self.is_pair = labels.is_pair
@@ -72,12 +72,12 @@ class OnnxClassifier(Predicting):
         self.batch_size = batch_size
         self.source = source
         self.truncated = 0  # texts cut to max_length so far
-        self.inputs = [i.name for i in session.get_inputs()]
+        self.inputs = [i.name for i in runtime.get_inputs()]
         unknown = [name for name in self.inputs if name not in FEEDS]
         if unknown:
             raise UsageError(f"the ONNX graph in {source!r} takes input {unknown[0]!r}, which a tokenizer does not "
                              f"give (known: {', '.join(FEEDS)}); export it again with export.py --format onnx")
-        width = session.get_outputs()[0].shape[-1]
+        width = runtime.get_outputs()[0].shape[-1]
         if isinstance(width, int) and width != len(labels.label_names):
             raise UsageError(f"the ONNX graph in {source!r} gives {width} outputs but its labels.json names "
                              f"{len(labels.label_names)}; the files come from different exports, so export again")
@@ -115,7 +115,7 @@ class OnnxClassifier(Predicting):
         if threads:
             options.intra_op_num_threads = threads
         try:
-            session = onnxruntime.InferenceSession(str(folder.path / ONNX_FILE), options,
+            runtime = onnxruntime.InferenceSession(str(folder.path / ONNX_FILE), options,
                                                    providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own error types for a damaged graph
             raise UsageError(f"{str(folder.path / ONNX_FILE)!r} could not be loaded ({str(err).splitlines()[0]}); "
@@ -125,7 +125,7 @@ class OnnxClassifier(Predicting):
         except Exception as err:  # tokenizers raises a bare Exception for a damaged file
             raise UsageError(f"{str(folder.path / TOKENIZER_JSON)!r} could not be loaded "
                              f"({str(err).splitlines()[0]}); copy it again from the export") from None
-        return cls(session, tokenizer, folder.labels, batch_size=batch_size, source=str(folder.path))
+        return cls(runtime, tokenizer, folder.labels, batch_size=batch_size, source=str(folder.path))
 
     def _encode(self, rows: Sequence[Row]) -> tuple[list, list[bool]]:
         inputs = [r.text for r in rows] if not self.is_pair else [(r.text, r.pair) for r in rows]
@@ -155,7 +155,7 @@ class OnnxClassifier(Predicting):
         out = np.empty((len(rows), len(self.label_names)), dtype=np.float32)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
-            out[chunk] = self.session.run(None, self._pad(encodings, chunk))[0]
+            out[chunk] = self.runtime.run(None, self._pad(encodings, chunk))[0]
         return out, cut
 
     def predict_rows(self, rows: Sequence[Row]) -> list[Prediction]:

@@ -130,9 +130,9 @@ def _run(path: Path, batch: dict[str, torch.Tensor]) -> np.ndarray:
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feed = {i.name: batch[i.name].numpy() for i in session.get_inputs()}
-    return session.run(None, feed)[0]
+    runtime = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = {i.name: batch[i.name].numpy() for i in runtime.get_inputs()}
+    return runtime.run(None, feed)[0]
 
 
 def export_onnx(adapter: str | None, dest: Path, *, base_model: str | None = None, quantize: str | None = None,

@@ -171,7 +171,7 @@ def test_pair_adapter_exports_and_predicts_pairs(tiny_models, tmp_path, infer):
     reference = Classifier.load(str(adapter), precision="fp32", batch_size=2).predict(texts, pairs)
     _agree(ours, reference, atol=1e-4)
     assert [p.truncated for p in ours] == [False, False, False, True]
-    assert [i.name for i in OnnxClassifier.load(export.path).session.get_inputs()] == \
+    assert [i.name for i in OnnxClassifier.load(export.path).runtime.get_inputs()] == \
         ["input_ids", "token_type_ids", "attention_mask"]
     code, out, err = infer("--adapter", str(export.path), "--json", PAIRS[0][0], "--pair", PAIRS[0][1])
     assert code == 0, err
